@@ -1,0 +1,137 @@
+"""The ``intint`` command: a thin dispatcher from command-line options to library calls.
+
+Each command only parses options into a typed config, calls one library function and prints its
+result, so the logic stays importable and testable; other commands (train, evaluate, predict, demo)
+are added here the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Int&Int two-pathway skeleton action recognition.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _names(values: list[str] | None) -> tuple[str, ...] | None:
+    """Accept both ``--splits a --splits b`` and ``--splits a,b``."""
+    if not values:
+        return None
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+def _accuracies(text: str | None) -> dict[str, float] | None:
+    """``"J=69.3,B=68.7,A=70.3"`` → ``{"J": 69.3, ...}``."""
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--jba-accuracies: expected NAME=VALUE pairs, got {part!r}")
+        out[name.strip()] = float(value)
+    return out
+
+
+@app.command("build-shards")
+def build_shards(
+    annotations: Annotated[str | None, typer.Argument(
+        help="PYSKL annotation pickle (path or fsspec URL); omit with --synthetic.")] = None,
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="Shard-set folder (path or fsspec URL).")] = "",
+    classes: Annotated[str | None, typer.Option(help="Class-name file, one name per line.")] = None,
+    num_classes: Annotated[int | None, typer.Option(
+        help="Class count when there is no class-name file (names class_0..).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Dataset name (default: the input file's stem).")] = None,
+    splits: Annotated[list[str] | None, typer.Option(
+        help="Splits to build, e.g. train1,test1 (default all).")] = None,
+    shard_size: Annotated[int, typer.Option(help="Videos per shard.")] = 2000,
+    num_shards: Annotated[int | None, typer.Option(help="Shards per split instead of --shard-size.")] = None,
+    seed: Annotated[int, typer.Option(help="Shuffle seed (and the synthetic generator's).")] = 0,
+    modes: Annotated[list[str] | None, typer.Option(help="Intensity modes (default: all).")] = None,
+    jba_accuracies: Annotated[str | None, typer.Option(
+        help="Accuracies behind JBA_weighted, e.g. J=69.3,B=68.7,A=70.3 (default: the reference θ).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel shard writers (default: all cores).")] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Write shards as Ray tasks (RAY_ADDRESS or local).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad sample.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing shard set.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    synthetic: Annotated[int | None, typer.Option(
+        help="Build from N generated videos (intint.synthetic) instead of a file.")] = None,
+) -> None:
+    """Build a shard set (WebDataset tars + Arrow intensity tables + manifest) from PYSKL annotations."""
+    from intint import build, intensity
+    from intint import synthetic as synth
+    from intint.annotations import AnnotationError, UnsafePickleError
+
+    if not output:
+        raise _fail("--output is required")
+    if (annotations is None) == (synthetic is None):
+        raise _fail("give an annotation file or --synthetic N (exactly one)")
+    try:
+        raw = None
+        source = annotations or ""
+        if synthetic is not None:
+            n_cls = num_classes or 10
+            raw = synth.make_annotations(synthetic, n_cls, seed=seed)
+            source = f"synthetic:num_videos={synthetic},num_classes={n_cls},seed={seed}"
+            num_classes = num_classes if classes else n_cls
+            dataset = dataset or "synthetic"
+        cfg = build.BuildConfig(
+            input=source, output=output, classes=classes, num_classes=num_classes, dataset=dataset,
+            splits=_names(splits), shard_size=shard_size, num_shards=num_shards, seed=seed,
+            modes=_names(modes) or intensity.MODES, jba_accuracies=_accuracies(jba_accuracies),
+            workers=workers, ray=ray, strict=strict, overwrite=overwrite, progress=progress)
+        summary = build.build(cfg, raw=raw)
+    except (AnnotationError, UnsafePickleError, ValueError, FileExistsError, FileNotFoundError) as e:
+        raise _fail(str(e)) from None
+    typer.echo("\n".join(summary.lines()))
+
+
+@app.command("inspect")
+def inspect(
+    shards: Annotated[str, typer.Argument(help="Shard-set folder (path or fsspec URL).")],
+    verify: Annotated[bool, typer.Option(
+        "--verify",
+        help="Re-read every file against its checksum and count samples; exit 1 on mismatch.")] = False,
+) -> None:
+    """Summarise a shard set's manifest; with --verify, check every file."""
+    from intint import shardio
+
+    try:
+        m = shardio.read_manifest(shards)
+    except (FileNotFoundError, shardio.ShardFormatError, ValueError) as e:
+        raise _fail(str(e)) from None
+    shown = ", ".join(m.classes[:10]) + (f", … ({m.num_classes - 10} more)" if m.num_classes > 10 else "")
+    lines = [f"shard set {shardio.root_url(shards)}: dataset {m.dataset!r}, format {m.format_version}",
+             f"classes ({m.num_classes}): {shown}",
+             f"intensity: modes {m.intensity.modes}, {len(m.intensity.definitions)} definitions",
+             f"rejects: {m.rejects}"]
+    for name, info in m.splits.items():
+        sizes = [e.num_samples for e in info.shards]
+        span = f", {min(sizes)}-{max(sizes)} per shard" if sizes else ""
+        lines.append(f"  {name}: {info.num_samples} videos in {len(info.shards)} shards{span}")
+    typer.echo("\n".join(lines))
+    if not verify:
+        return
+    report = shardio.verify(shards)
+    for problem in report.problems + [p for s in report.shards for p in s.problems]:
+        typer.echo(f"MISMATCH {problem}", err=True)
+    n_samples = sum(s.tar_samples for s in report.shards)
+    status = "OK" if report.ok else "FAILED"
+    typer.echo(f"verify: {len(report.shards)} shards, {n_samples} samples read: {status}")
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":
+    app()
