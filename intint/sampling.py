@@ -1,0 +1,206 @@
+"""Temporal clip placement for the two pathways (spec §2.6, §3).
+
+* Intensity pathway: a window of ``clip_len`` consecutive frames centred on the most intense frame
+  (``intensity_indices``), optionally with a temporal jitter of the peak in training.
+* Integrity pathway: PoseC3D's uniform segment sampling (``uniform_indices``).
+* Random-centre ablation: the intensity window around a random frame (``random_centre_indices``).
+
+Training randomness comes from a ``numpy.random.Generator`` made by ``sample_rng(seed, epoch, key)``:
+it depends only on the run seed, the epoch and the video, never on global state, the rank or the
+worker process, so a run gives the same clips whatever the number of ranks and loader workers.
+
+Test mode reproduces the reference bit for bit, including its use of NumPy's legacy global RNG
+seeded with 255 before each video (golden/README "RNG dependence"); a private ``RandomState(255)``
+makes the same calls in the same order without touching global state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+REFERENCE_TEST_SEED = 255  # UniformSampleFrames / TimeWindowSampleFrames_random default `seed`
+
+_PATHWAY_STREAMS = {"integrity": 1, "intensity": 2}
+
+
+def _key_words(key: str) -> list[int]:
+    """Four 32-bit words of blake2b(key): a stable hash (unlike ``hash()``, which is salted per process)."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+    return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The training Generator for one video in one epoch.
+
+    Seeded by (seed, epoch, key) only, so the same video gets the same draws in the same epoch on any
+    rank or worker, and different draws in a different epoch (unlike the reference, whose workers
+    replay one stream every epoch, spec §3.2).
+    """
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"sample_rng: seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch, *_key_words(key)])))
+
+
+def clip_rng(seed: int, epoch: int, key: str, pathway: str) -> np.random.Generator:
+    """An independent Generator per pathway for one video in one epoch.
+
+    Separate streams mean that switching the other pathway on or off (``pathways="both"`` vs a single
+    one) does not change this pathway's clips or augmentations.
+    """
+    if pathway not in _PATHWAY_STREAMS:
+        raise ValueError(f"clip_rng: pathway must be one of {sorted(_PATHWAY_STREAMS)}, got {pathway!r}")
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"clip_rng: seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
+    entropy = [seed, epoch, *_key_words(key), _PATHWAY_STREAMS[pathway]]
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+
+
+def _check_lengths(total_frames: int, clip_len: int, num_clips: int) -> None:
+    if total_frames < 1:
+        raise ValueError(f"total_frames must be >= 1, got {total_frames}")
+    if clip_len < 1:
+        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+
+
+def _window(total_frames: int, centres: np.ndarray, clip_len: int) -> np.ndarray:
+    """Windows of ``clip_len`` frames with each centre at position ``clip_len // 2`` (spec §3.1).
+
+    Clamped to the video (start in [0, T - L]); a video shorter than the clip is looped from frame 0
+    whatever the centre, exactly as the reference. Returns (len(centres), L) int64.
+    """
+    steps = np.arange(clip_len, dtype=np.int64)
+    if total_frames < clip_len:
+        return np.broadcast_to(steps % total_frames, (len(centres), clip_len)).copy()
+    starts = np.clip(centres.astype(np.int64) - clip_len // 2, 0, total_frames - clip_len)
+    return starts[:, None] + steps[None, :]
+
+
+def intensity_indices(
+    total_frames: int,
+    peak: int,
+    clip_len: int = 48,
+    num_clips: int = 1,
+    *,
+    jitter: int = 0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Frame indices of the Intensity clip: ``clip_len`` frames with ``peak`` at position L//2.
+
+    ``num_clips`` repeats the same window (the reference does; every Int&Int config uses 1).
+    ``jitter > 0`` moves the peak by a uniform integer in [-jitter, jitter] (clamped to the video)
+    before placement: temporal augmentation the reference lacks (spec §9 item 11), off by default.
+    Returns int64 of length ``num_clips * clip_len``.
+    """
+    _check_lengths(total_frames, clip_len, num_clips)
+    if not 0 <= peak < total_frames:
+        raise ValueError(f"intensity_indices: peak {peak} outside the video [0, {total_frames})")
+    if jitter < 0:
+        raise ValueError(f"intensity_indices: jitter must be >= 0, got {jitter}")
+    centre = int(peak)
+    if jitter > 0:
+        if rng is None:
+            raise ValueError("intensity_indices: jitter > 0 needs a Generator (rng)")
+        centre = int(np.clip(centre + rng.integers(-jitter, jitter, endpoint=True), 0, total_frames - 1))
+    window = _window(total_frames, np.array([centre]), clip_len)[0]
+    return np.tile(window, num_clips)
+
+
+def _uniform_train(total_frames: int, clip_len: int, num_clips: int, rng: np.random.Generator) -> np.ndarray:
+    """Random uniform sampling for training, all clips at once (num_clips × L)."""
+    n, length = total_frames, clip_len
+    steps = np.arange(length, dtype=np.int64)
+    if n < length:
+        starts = rng.integers(0, n, size=num_clips)
+        return (starts[:, None] + steps[None, :]) % n
+    if n < 2 * length:
+        # n - L distinct skip positions out of L + 1: the first n - L entries of a random permutation.
+        skips = np.argsort(rng.random((num_clips, length + 1)), axis=1)[:, : n - length]
+        marks = np.zeros((num_clips, length + 1), dtype=np.int64)
+        np.put_along_axis(marks, skips, 1, axis=1)
+        return steps[None, :] + np.cumsum(marks, axis=1)[:, :length]
+    borders = np.arange(length + 1, dtype=np.int64) * n // length
+    sizes = np.diff(borders)
+    return borders[None, :length] + rng.integers(0, sizes, size=(num_clips, length))
+
+
+def _uniform_test(total_frames: int, clip_len: int, num_clips: int, seed: int) -> np.ndarray:
+    """The reference's test-mode sampling: the same legacy-RNG calls in the same order (golden README).
+
+    Per clip: ``rand()`` (crop ratio, unused with p_interval 1), ``randint(1)`` (offset, always 0),
+    then nothing (T < L), ``choice(L + 1, T - L, replace=False)`` (L <= T < 2L) or ``randint(sizes)``.
+    """
+    n, length = total_frames, clip_len
+    legacy = np.random.RandomState(seed)
+    steps = np.arange(length, dtype=np.int64)
+    clips = []
+    for i in range(num_clips):
+        legacy.rand()
+        legacy.randint(1)
+        if n < length:
+            start = i if n < num_clips else i * n // num_clips
+            clips.append(start + steps)
+        elif n < 2 * length:
+            marks = np.zeros(length + 1, dtype=np.int64)
+            marks[legacy.choice(length + 1, n - length, replace=False)] = 1
+            clips.append(steps + np.cumsum(marks)[:length])
+        else:
+            borders = np.arange(length + 1, dtype=np.int64) * n // length
+            clips.append(borders[:length] + legacy.randint(np.diff(borders)))
+    return np.stack(clips)
+
+
+def uniform_indices(
+    total_frames: int,
+    clip_len: int = 48,
+    num_clips: int = 1,
+    *,
+    test_mode: bool,
+    rng: np.random.Generator | None = None,
+    test_seed: int = REFERENCE_TEST_SEED,
+) -> np.ndarray:
+    """Frame indices of the Integrity clips (PoseC3D ``UniformSampleFrames``, spec §3.2).
+
+    Three regimes: T < L loops the video from a start frame; L <= T < 2L spreads L distinct frames by
+    skipping T - L random gaps; T >= 2L takes one random frame in each of L equal segments.
+    Training draws from ``rng``; test mode is deterministic per (T, clip index) and equals the
+    reference exactly. Returns int64 of length ``num_clips * clip_len``, clips concatenated.
+    """
+    _check_lengths(total_frames, clip_len, num_clips)
+    if test_mode:
+        inds = _uniform_test(total_frames, clip_len, num_clips, test_seed)
+    else:
+        if rng is None:
+            raise ValueError("uniform_indices: training mode needs a Generator (rng)")
+        inds = _uniform_train(total_frames, clip_len, num_clips, rng)
+    return (inds % total_frames).reshape(-1).astype(np.int64)
+
+
+def random_centre_indices(
+    total_frames: int,
+    clip_len: int = 48,
+    num_clips: int = 1,
+    *,
+    test_mode: bool,
+    rng: np.random.Generator | None = None,
+    test_seed: int = REFERENCE_TEST_SEED,
+) -> np.ndarray:
+    """The random-centre ablation (spec §2.6): the Intensity window around ``int(U[0, T))``.
+
+    One centre per clip. In training a fresh draw each call (so it also acts as temporal cropping);
+    in test mode the reference's ``seed(255)`` then ``uniform(0, T)`` per clip, so the centre depends
+    only on T. Returns int64 of length ``num_clips * clip_len``.
+    """
+    _check_lengths(total_frames, clip_len, num_clips)
+    if test_mode:
+        legacy = np.random.RandomState(test_seed)
+        draws = np.array([legacy.uniform(0, total_frames) for _ in range(num_clips)])
+    else:
+        if rng is None:
+            raise ValueError("random_centre_indices: training mode needs a Generator (rng)")
+        draws = rng.uniform(0, total_frames, size=num_clips)
+    centres = np.minimum(draws.astype(np.int64), total_frames - 1)
+    return _window(total_frames, centres, clip_len).reshape(-1)

@@ -1,0 +1,364 @@
+"""Keypoint-space spatial transforms and the train/test pipelines (spec §4).
+
+PoseC3D never touches pixels before the heatmaps are drawn: compact, resize, crop and flip only move
+coordinates and change the frame size, so each transform here is a few vectorised array operations
+over the whole M×T×V clip. The maths (including the reference's int() truncations, float32 scale
+factors and the W - x flip) follows the reference so the golden vectors reproduce exactly.
+
+Arrays: keypoint M×T×V×2 (x, y pixels) float32, keypoint_score M×T×V; ``img_shape`` is (h, w).
+Absent joints are (0, 0) with score 0; compact and flip leave exact zeros at 0, as the reference does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from intint import skeleton
+
+Shape = tuple[int, int]  # (h, w)
+Box = tuple[int, int, int, int]  # (x1, y1, x2, y2), x2/y2 exclusive
+Quadruple = tuple[float, float, float, float]  # (x, y, w, h) as fractions of the original frame
+
+
+def _check_clip(keypoint: np.ndarray, score: np.ndarray | None = None) -> None:
+    if keypoint.ndim != 4 or keypoint.shape[-1] != 2:
+        raise ValueError(f"field 'keypoint': expected M×T×V×2, got shape {keypoint.shape}")
+    if score is not None and score.shape != keypoint.shape[:-1]:
+        raise ValueError(
+            f"field 'keypoint_score': expected shape {keypoint.shape[:-1]} (keypoint's M×T×V), "
+            f"got {score.shape}"
+        )
+
+
+def _check_shape(img_shape: Sequence[int]) -> Shape:
+    h, w = (int(v) for v in img_shape)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"field 'img_shape': height and width must be positive, got {(h, w)}")
+    return h, w
+
+
+def pose_compact(
+    keypoint: np.ndarray,
+    img_shape: Sequence[int],
+    padding: float = 0.25,
+    threshold: float = 10,
+    hw_ratio: float | tuple[float, float] | None = 1.0,
+    allow_imgpad: bool = True,
+) -> tuple[np.ndarray, Shape, Quadruple]:
+    """Crop the frame to the padded box around every non-zero coordinate of the clip (PoseCompact).
+
+    The box spans all persons and frames; its half sizes grow by ``padding`` and, with ``hw_ratio``,
+    the shorter side is widened to the ratio. Corners are truncated toward zero with ``int()`` (a box
+    reaching above the frame can come out 1 px off square, as in the reference). If the tight box is
+    smaller than ``threshold`` in either direction nothing changes. Non-finite coordinates become 0
+    (absent), where the reference only handles NaN and would fail on an infinite box.
+    Returns (new keypoint, new (h, w), crop_quadruple); the input is not modified.
+    """
+    _check_clip(keypoint)
+    h, w = _check_shape(img_shape)
+    kp = np.nan_to_num(np.array(keypoint, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
+    x, y = kp[..., 0], kp[..., 1]
+    x_nz, y_nz = x != 0, y != 0
+    if not (x_nz.any() and y_nz.any()):
+        return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
+    lo_x, hi_x = x.min(where=x_nz, initial=np.inf), x.max(where=x_nz, initial=-np.inf)
+    lo_y, hi_y = y.min(where=y_nz, initial=np.inf), y.max(where=y_nz, initial=-np.inf)
+    if hi_x - lo_x < threshold or hi_y - lo_y < threshold:
+        return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
+
+    # Box arithmetic in Python floats (float64), as the reference's scalar maths ran under NumPy 1.x.
+    lo_x, hi_x, lo_y, hi_y = float(lo_x), float(hi_x), float(lo_y), float(hi_y)
+    cx, cy = (hi_x + lo_x) / 2, (hi_y + lo_y) / 2
+    half_w = (hi_x - lo_x) / 2 * (1 + padding)
+    half_h = (hi_y - lo_y) / 2 * (1 + padding)
+    if hw_ratio is not None:
+        ratio = (hw_ratio, hw_ratio) if isinstance(hw_ratio, (int, float)) else tuple(hw_ratio)
+        half_h = max(ratio[0] * half_w, half_h)
+        half_w = max(1 / ratio[1] * half_h, half_w)
+    x1, x2, y1, y2 = cx - half_w, cx + half_w, cy - half_h, cy + half_h
+    if allow_imgpad:
+        x1, y1, x2, y2 = int(x1), int(y1), int(x2), int(y2)
+    else:
+        x1, y1 = int(max(0, x1)), int(max(0, y1))
+        x2, y2 = int(min(w, x2)), int(min(h, y2))
+
+    x -= np.where(x_nz, x1, 0).astype(kp.dtype)
+    y -= np.where(y_nz, y1, 0).astype(kp.dtype)
+    quadruple = (x1 / w, y1 / h, (x2 - x1) / w, (y2 - y1) / h)
+    return kp, (y2 - y1, x2 - x1), quadruple
+
+
+def rescale_size(img_shape: Sequence[int], scale: float | tuple[float, float]) -> Shape:
+    """mmcv 1.x ``rescale_size``: the keep-ratio target (h, w) for ``scale``.
+
+    ``scale`` is a factor, or (w, h) bounds where -1 means unbounded: the factor is then
+    min(long bound / long side, short bound / short side), e.g. (-1, 64) puts the short side at 64.
+    """
+    h, w = _check_shape(img_shape)
+    if isinstance(scale, (int, float)):
+        if scale <= 0:
+            raise ValueError(f"resize: scale factor must be positive, got {scale}")
+        factor = float(scale)
+    else:
+        lo, hi = min(scale), max(scale)
+        long_edge, short_edge = (math.inf, hi) if lo == -1 else (hi, lo)
+        factor = min(long_edge / max(h, w), short_edge / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def resize(
+    keypoint: np.ndarray,
+    img_shape: Sequence[int],
+    scale: float | tuple[int, int],
+    keep_ratio: bool = True,
+) -> tuple[np.ndarray, Shape]:
+    """Rescale the frame (Resize): keep-ratio via ``rescale_size``, or to a fixed ``scale`` = (w, h).
+
+    ``scale`` follows the reference configs' (w, h) order. All coordinates, zeros included, are
+    multiplied by the per-axis float32 factors (new size / old size).
+    """
+    _check_clip(keypoint)
+    h, w = _check_shape(img_shape)
+    if keep_ratio:
+        new_h, new_w = rescale_size((h, w), scale)
+    else:
+        if isinstance(scale, (int, float)) or len(scale) != 2 or min(scale) <= 0:
+            raise ValueError(f"resize: keep_ratio=False needs a positive (w, h) size, got {scale!r}")
+        new_w, new_h = int(scale[0]), int(scale[1])
+    factors = np.array([new_w / w, new_h / h], dtype=np.float32)
+    return keypoint * factors, (new_h, new_w)
+
+
+def random_crop_box(
+    img_shape: Sequence[int],
+    rng: np.random.Generator,
+    area_range: tuple[float, float] = (0.56, 1.0),
+    aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3),
+    max_attempts: int = 10,
+) -> Box:
+    """The RandomResizedCrop box: the first of ``max_attempts`` random (area, aspect) candidates that
+    fits, at a uniform integer offset; else the centred square of side min(h, w) (spec §4.3).
+    """
+    h, w = _check_shape(img_shape)
+    if not 0 < area_range[0] <= area_range[1] <= 1:
+        raise ValueError(f"random_resized_crop: area_range must satisfy 0 < lo <= hi <= 1, got {area_range}")
+    if not 0 < aspect_ratio_range[0] <= aspect_ratio_range[1]:
+        raise ValueError(f"random_resized_crop: bad aspect_ratio_range {aspect_ratio_range}")
+    log_lo, log_hi = np.log(aspect_ratio_range[0]), np.log(aspect_ratio_range[1])
+    ratios = np.exp(rng.uniform(log_lo, log_hi, size=max_attempts))
+    areas = rng.uniform(area_range[0], area_range[1], size=max_attempts) * (h * w)
+    crop_w = np.round(np.sqrt(areas * ratios)).astype(np.int64)
+    crop_h = np.round(np.sqrt(areas / ratios)).astype(np.int64)
+    fits = np.flatnonzero((crop_h <= h) & (crop_w <= w))
+    if fits.size:
+        cw, ch = int(crop_w[fits[0]]), int(crop_h[fits[0]])
+        x1 = int(rng.integers(0, w - cw, endpoint=True))
+        y1 = int(rng.integers(0, h - ch, endpoint=True))
+        return x1, y1, x1 + cw, y1 + ch
+    side = min(h, w)
+    x1, y1 = (w - side) // 2, (h - side) // 2
+    return x1, y1, x1 + side, y1 + side
+
+
+def random_resized_crop(
+    keypoint: np.ndarray,
+    img_shape: Sequence[int],
+    rng: np.random.Generator,
+    area_range: tuple[float, float] = (0.56, 1.0),
+    aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[np.ndarray, Shape]:
+    """Crop a random box (``random_crop_box``) and shift every coordinate by its origin.
+
+    Absent joints move too and stop being exactly 0 (as in the reference); their zero score keeps
+    them out of the heatmaps.
+    """
+    _check_clip(keypoint)
+    x1, y1, x2, y2 = random_crop_box(img_shape, rng, area_range, aspect_ratio_range)
+    return keypoint - np.array([x1, y1], dtype=keypoint.dtype), (y2 - y1, x2 - x1)
+
+
+def flip(
+    keypoint: np.ndarray,
+    score: np.ndarray,
+    img_shape: Sequence[int],
+    flip_index: Sequence[int] = skeleton.FLIP_INDEX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal flip (training Flip): every non-zero x becomes W - x, x = 0 stays 0, and joints
+    (with their scores) swap left/right through ``flip_index``.
+
+    W - x (not W - 1 - x) is the reference's training convention; the test-time heatmap flip mirrors
+    pixel columns instead (spec §9 item 21, ``heatmaps.render(flip_double=True)``).
+    """
+    _check_clip(keypoint, score)
+    if len(flip_index) != keypoint.shape[2]:
+        raise ValueError(f"flip: flip_index has {len(flip_index)} entries for V={keypoint.shape[2]} joints")
+    _, w = _check_shape(img_shape)
+    x = keypoint[..., 0]
+    new_x = np.where(x != 0, w - x, x)
+    out = np.stack([new_x, keypoint[..., 1]], axis=-1).astype(keypoint.dtype, copy=False)
+    order = np.asarray(flip_index)
+    return out[:, :, order], score[:, :, order]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipelines
+
+Rng = np.random.Generator | None
+StepOut = tuple[np.ndarray, np.ndarray, Shape]
+Step = Callable[[np.ndarray, np.ndarray, Shape, Rng], StepOut]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Spatial pipeline settings; defaults are the FineGYM configs (spec §4.1).
+
+    Sizes are (h, w). ``train_short_side`` is the keep-ratio resize before the random crop.
+    """
+
+    train_hw: tuple[int, int] = (56, 56)
+    test_hw: tuple[int, int] = (64, 64)
+    train_short_side: int = 64
+    padding: float = 0.25
+    threshold: float = 10
+    hw_ratio: float | None = 1.0
+    allow_imgpad: bool = True
+    area_range: tuple[float, float] = (0.56, 1.0)
+    aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_ratio: float = 0.5
+    flip_index: tuple[int, ...] = field(default=skeleton.FLIP_INDEX)
+
+    def __post_init__(self) -> None:
+        for name in ("train_hw", "test_hw"):
+            size = getattr(self, name)
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(f"PipelineConfig.{name} must be a positive (h, w), got {size}")
+        if self.train_short_side <= 0:
+            raise ValueError(f"PipelineConfig.train_short_side must be positive, got {self.train_short_side}")
+        if not 0.0 <= self.flip_ratio <= 1.0:
+            raise ValueError(f"PipelineConfig.flip_ratio must be in [0, 1], got {self.flip_ratio}")
+
+
+def preset_pipeline(dataset: str, **overrides: object) -> PipelineConfig:
+    """The reference sizes per dataset: FineGYM trains 56×56 / tests 64×64, HMDB51 48×48 / 56×56
+    (spec §4.1-4.2, §9 item 17). Any field can be overridden by keyword.
+    """
+    presets = {
+        "finegym": PipelineConfig(train_hw=(56, 56), test_hw=(64, 64)),
+        "hmdb51": PipelineConfig(train_hw=(48, 48), test_hw=(56, 56)),
+    }
+    if dataset not in presets:
+        raise ValueError(f"preset_pipeline: unknown dataset {dataset!r}, expected one of {sorted(presets)}")
+    return replace(presets[dataset], **overrides)
+
+
+@dataclass(frozen=True)
+class Compact:
+    """Pipeline step: ``pose_compact`` (the crop quadruple is not needed for keypoints)."""
+
+    padding: float
+    threshold: float
+    hw_ratio: float | None
+    allow_imgpad: bool
+
+    def __call__(self, kp: np.ndarray, score: np.ndarray, img_shape: Shape, rng: Rng) -> StepOut:
+        kp, shape, _ = pose_compact(
+            kp, img_shape, self.padding, self.threshold, self.hw_ratio, self.allow_imgpad
+        )
+        return kp, score, shape
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Pipeline step: ``resize``."""
+
+    scale: tuple[int, int]  # (w, h), -1 = unbounded (keep ratio)
+    keep_ratio: bool
+
+    def __call__(self, kp: np.ndarray, score: np.ndarray, img_shape: Shape, rng: Rng) -> StepOut:
+        kp, shape = resize(kp, img_shape, self.scale, self.keep_ratio)
+        return kp, score, shape
+
+
+@dataclass(frozen=True)
+class RandomResizedCrop:
+    """Pipeline step: ``random_resized_crop`` from the sample's Generator."""
+
+    area_range: tuple[float, float]
+    aspect_ratio_range: tuple[float, float]
+
+    def __call__(self, kp: np.ndarray, score: np.ndarray, img_shape: Shape, rng: Rng) -> StepOut:
+        if rng is None:
+            raise ValueError("RandomResizedCrop needs a Generator (rng)")
+        kp, shape = random_resized_crop(kp, img_shape, rng, self.area_range, self.aspect_ratio_range)
+        return kp, score, shape
+
+
+@dataclass(frozen=True)
+class RandomFlip:
+    """Pipeline step: ``flip`` with probability ``ratio`` (one draw from the sample's Generator)."""
+
+    ratio: float
+    flip_index: tuple[int, ...]
+
+    def __call__(self, kp: np.ndarray, score: np.ndarray, img_shape: Shape, rng: Rng) -> StepOut:
+        if rng is None:
+            raise ValueError("RandomFlip needs a Generator (rng)")
+        if rng.random() < self.ratio:
+            kp, score = flip(kp, score, img_shape, self.flip_index)
+        return kp, score, tuple(img_shape)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A sequence of steps, called as ``(kp, score, (h, w), rng) -> (kp, score, (h, w))``.
+
+    Keypoints are cast to float32 first (the reference's PoseDecode); ``rng`` may be None for a
+    pipeline without random steps (the test pipeline).
+    """
+
+    steps: tuple[Step, ...]
+
+    def __call__(
+        self,
+        keypoint: np.ndarray,
+        score: np.ndarray,
+        img_shape: Sequence[int],
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, Shape]:
+        kp = np.asarray(keypoint, dtype=np.float32)
+        sc = np.asarray(score, dtype=np.float32)
+        _check_clip(kp, sc)
+        shape = _check_shape(img_shape)
+        for step in self.steps:
+            kp, sc, shape = step(kp, sc, shape, rng)
+        return kp.astype(np.float32, copy=False), sc, (int(shape[0]), int(shape[1]))
+
+
+def _compact(cfg: PipelineConfig) -> Compact:
+    return Compact(cfg.padding, cfg.threshold, cfg.hw_ratio, cfg.allow_imgpad)
+
+
+def train_pipeline(cfg: PipelineConfig) -> Pipeline:
+    """compact → keep-ratio resize (short side) → random resized crop → fixed resize → random flip."""
+    h, w = cfg.train_hw
+    return Pipeline((
+        _compact(cfg),
+        Resize((-1, cfg.train_short_side), keep_ratio=True),
+        RandomResizedCrop(cfg.area_range, cfg.aspect_ratio_range),
+        Resize((w, h), keep_ratio=False),
+        RandomFlip(cfg.flip_ratio, tuple(cfg.flip_index)),
+    ))
+
+
+def test_pipeline(cfg: PipelineConfig) -> Pipeline:
+    """compact → fixed resize to the test size (deterministic; test-time flip is done on heatmaps)."""
+    h, w = cfg.test_hw
+    return Pipeline((_compact(cfg), Resize((w, h), keep_ratio=False)))
+
+
+# A module-level name starting with "test_" would be collected by pytest wherever it is imported.
+test_pipeline.__test__ = False  # type: ignore[attr-defined]

@@ -1,0 +1,201 @@
+"""Keypoint transforms and pipelines: hand-computed cases and the reference's golden vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from intint import skeleton
+from intint.sampling import uniform_indices
+from intint.transforms import (
+    PipelineConfig,
+    flip,
+    pose_compact,
+    preset_pipeline,
+    random_crop_box,
+    random_resized_crop,
+    rescale_size,
+    resize,
+    train_pipeline,
+)
+from intint.transforms import test_pipeline as make_test_pipeline
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "spec" / "golden" / "golden.npz"
+
+
+@pytest.fixture(scope="module")
+def golden() -> np.lib.npyio.NpzFile:
+    return np.load(GOLDEN)
+
+
+def _clip(
+    m: int = 1, t: int = 4, seed: int = 0, lo: float = 20, hi: float = 80
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    kp = rng.uniform(lo, hi, size=(m, t, 17, 2)).astype(np.float32)
+    return kp, rng.uniform(0.3, 1.0, size=(m, t, 17)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- flip
+
+
+def test_flip_mirrors_nonzero_x_as_w_minus_x_and_swaps_joints() -> None:
+    kp = np.zeros((1, 1, 17, 2), np.float32)
+    score = np.zeros((1, 1, 17), np.float32)
+    kp[0, 0, 1] = (3.0, 5.0)  # left eye
+    score[0, 0, 1] = 0.9
+    kp[0, 0, 0] = (0.0, 7.0)  # nose with x exactly 0: stays 0
+    out, out_score = flip(kp, score, (10, 10))
+    assert tuple(out[0, 0, 2]) == (7.0, 5.0) and out_score[0, 0, 2] == pytest.approx(0.9)  # now the right eye
+    assert tuple(out[0, 0, 1]) == (0.0, 0.0) and out_score[0, 0, 1] == 0
+    assert tuple(out[0, 0, 0]) == (0.0, 7.0)
+    assert kp[0, 0, 1, 0] == 3.0  # input untouched
+
+
+def test_flip_matches_reference(golden: np.lib.npyio.NpzFile) -> None:
+    for c in ("c03", "c04", "c05"):
+        kp, score = flip(golden[f"{c}/flip/in_keypoint"], golden[f"{c}/flip/in_keypoint_score"],
+                         tuple(golden[f"{c}/flip/img_shape"]))
+        np.testing.assert_allclose(kp, golden[f"{c}/flip/out_keypoint"], atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(score, golden[f"{c}/flip/out_keypoint_score"])
+
+
+def test_flip_twice_is_identity() -> None:
+    kp, score = _clip()
+    back, back_score = flip(*flip(kp, score, (100, 100)), (100, 100))
+    np.testing.assert_allclose(back, kp, atol=1e-5)
+    np.testing.assert_array_equal(back_score, score)
+
+
+# ------------------------------------------------------------------------------------------- resize
+
+
+def test_resize_keep_ratio_puts_short_side_at_target() -> None:
+    assert rescale_size((100, 200), (-1, 64)) == (64, 128)
+    # f = 64/75: w = int(101 * f + 0.5) = int(86.68) = 86
+    assert rescale_size((75, 101), (-1, 64)) == (64, 86)
+    assert rescale_size((300, 100), (-1, 64)) == (192, 64)  # portrait: width is the short side
+    kp = np.full((1, 1, 17, 2), 10.0, np.float32)
+    out, shape = resize(kp, (75, 101), (-1, 64), keep_ratio=True)
+    assert shape == (64, 86)
+    np.testing.assert_allclose(out[0, 0, 0], (10 * 86 / 101, 10 * 64 / 75), rtol=1e-6)
+
+
+def test_resize_fixed_scales_each_axis() -> None:
+    kp = np.zeros((1, 1, 17, 2), np.float32)
+    kp[0, 0, 0] = (100.0, 50.0)
+    out, shape = resize(kp, (100, 200), (56, 56), keep_ratio=False)
+    assert shape == (56, 56)
+    np.testing.assert_allclose(out[0, 0, 0], (28.0, 28.0), rtol=1e-6)
+    assert out.dtype == np.float32 and tuple(out[0, 0, 1]) == (0.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ compact
+
+
+def test_compact_matches_reference(golden: np.lib.npyio.NpzFile) -> None:
+    for c in ("c01", "c05", "c06"):
+        kp, shape, quad = pose_compact(golden[f"{c}/keypoint"], tuple(golden[f"{c}/img_shape"]))
+        np.testing.assert_allclose(kp, golden[f"{c}/compact/keypoint"], atol=2e-4, rtol=0)
+        assert shape == tuple(golden[f"{c}/compact/img_shape"])
+        np.testing.assert_allclose(quad, golden[f"{c}/compact/crop_quadruple"], rtol=1e-12)
+
+
+def test_compact_truncates_toward_zero_and_keeps_zeros() -> None:
+    kp = np.zeros((1, 2, 17, 2), np.float32)
+    kp[0, 0, :2] = [(10.0, -5.3), (30.0, 14.7)]  # box x 10..30, y -5.3..14.7 (20 × 20)
+    out, shape, _ = pose_compact(kp, (100, 100))
+    # half sizes 12.5: x 7.5..32.5 → int 7, 32; y -7.8..17.2 → int -7 (not floor's -8), 17
+    assert shape == (24, 25)
+    np.testing.assert_allclose(out[0, 0, 0], (3.0, 1.7), rtol=1e-6)
+    assert np.all(out[0, 0, 2:] == 0) and np.all(out[0, 1] == 0)
+
+
+def test_compact_skips_small_boxes() -> None:
+    kp = np.zeros((1, 1, 17, 2), np.float32)
+    kp[0, 0, :2] = [(50.0, 50.0), (55.0, 80.0)]  # 5 px wide < threshold 10
+    out, shape, quad = pose_compact(kp, (100, 120))
+    np.testing.assert_array_equal(out, kp)
+    assert shape == (100, 120) and quad == (0.0, 0.0, 1.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------ crop
+
+
+def test_random_resized_crop_stays_inside_and_shifts_by_origin() -> None:
+    kp, _ = _clip()
+    for seed in range(50):
+        box = random_crop_box((64, 90), np.random.default_rng(seed))
+        x1, y1, x2, y2 = box
+        assert 0 <= x1 < x2 <= 90 and 0 <= y1 < y2 <= 64
+        area = (x2 - x1) * (y2 - y1) / (64 * 90)
+        assert 0.5 <= area <= 1.0
+        out, shape = random_resized_crop(kp, (64, 90), np.random.default_rng(seed))
+        assert shape == (y2 - y1, x2 - x1)
+        np.testing.assert_allclose(out, kp - np.array([x1, y1], np.float32))
+
+
+def test_random_crop_falls_back_to_centred_square() -> None:
+    # a 10:1 frame: no candidate with aspect in [3/4, 4/3] and >= 90 % of the area fits
+    box = random_crop_box((10, 100), np.random.default_rng(0), area_range=(0.9, 1.0))
+    assert box == (45, 0, 55, 10)
+
+
+# ---------------------------------------------------------------------------------------- pipelines
+
+
+def test_test_pipeline_reproduces_reference_chain(golden: np.lib.npyio.NpzFile) -> None:
+    pipe = make_test_pipeline(preset_pipeline("finegym"))
+    for c in ("c02", "c03", "c04", "c05"):
+        kp, score = golden[f"{c}/keypoint"], golden[f"{c}/keypoint_score"]
+        inds = uniform_indices(kp.shape[1], 48, test_mode=True)
+        _, compact_shape, _ = pose_compact(kp[:, inds], tuple(golden[f"{c}/img_shape"]))
+        assert compact_shape == tuple(golden[f"{c}/pipe/compact_img_shape"])
+        out, out_score, shape = pipe(kp[:, inds], score[:, inds], tuple(golden[f"{c}/img_shape"]))
+        np.testing.assert_allclose(out, golden[f"{c}/pipe/keypoint"], atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(out_score, golden[f"{c}/pipe/keypoint_score"])
+        assert shape == tuple(golden[f"{c}/pipe/img_shape"])
+
+
+@pytest.mark.parametrize(("dataset", "train_hw", "test_hw"), [("finegym", (56, 56), (64, 64)),
+                                                               ("hmdb51", (48, 48), (56, 56))])
+def test_pipelines_produce_configured_sizes(dataset: str, train_hw: tuple, test_hw: tuple) -> None:
+    kp, score = _clip(m=2, t=8, lo=100, hi=400)
+    cfg = preset_pipeline(dataset)
+    for seed in range(5):
+        out, out_score, shape = train_pipeline(cfg)(kp, score, (480, 640), np.random.default_rng(seed))
+        assert shape == train_hw and out.shape == kp.shape and out.dtype == np.float32
+        assert out_score.shape == score.shape
+    out, _, shape = make_test_pipeline(cfg)(kp, score, (480, 640))
+    assert shape == test_hw and out.min() >= 0 and out.max() <= max(test_hw)
+    custom = preset_pipeline(dataset, train_hw=(32, 40))
+    assert train_pipeline(custom)(kp, score, (480, 640), np.random.default_rng(0))[2] == (32, 40)
+
+
+def test_train_pipeline_reproducible_and_flips_about_half_the_time() -> None:
+    kp, score = _clip(t=2, lo=100, hi=400)
+    pipe = train_pipeline(PipelineConfig())
+    a = pipe(kp, score, (480, 640), np.random.default_rng(5))
+    b = pipe(kp, score, (480, 640), np.random.default_rng(5))
+    np.testing.assert_array_equal(a[0], b[0])
+    flips = sum(not np.array_equal(pipe(kp, score, (480, 640), np.random.default_rng(s))[1], score)
+                for s in range(200))
+    assert 60 < flips < 140
+    never = train_pipeline(PipelineConfig(flip_ratio=0.0))
+    for s in range(20):
+        assert np.array_equal(never(kp, score, (480, 640), np.random.default_rng(s))[1], score)
+
+
+def test_flip_index_default_swaps_left_and_right() -> None:
+    assert all(skeleton.FLIP_INDEX[left] == right for left, right in zip(skeleton.LEFT_KP, skeleton.RIGHT_KP,
+                                                                         strict=True))
+
+
+def test_bad_shapes_name_the_field() -> None:
+    kp, score = _clip()
+    with pytest.raises(ValueError, match="keypoint_score"):
+        flip(kp, score[:, :2], (100, 100))
+    with pytest.raises(ValueError, match="'keypoint'"):
+        resize(kp[0], (100, 100), (56, 56), keep_ratio=False)
