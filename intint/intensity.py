@@ -20,6 +20,7 @@ Ensembles (spec §2.5). Every component curve is max-normalised, ``n(x) = x / ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -86,13 +87,13 @@ def weights_from_accuracies(accuracies: Mapping[str, float], mode: str = "refere
             "weights_from_accuracies: accuracies must have exactly the keys "
             f"{SINGLE_DEFINITIONS} or {tuple(GROUPS)}, got {sorted(keys)}"
         )
-    bad = {k: v for k, v in per_definition.items() if not (np.isfinite(v) and v >= 0)}
+    bad = {k: v for k, v in per_definition.items() if not (math.isfinite(v) and v >= 0)}
     if bad:
         raise ValueError(f"weights_from_accuracies: accuracies must be finite and >= 0, got {bad}")
     if mode == "reference":
         values = per_definition
     else:
-        values = {g: float(np.mean([per_definition[d] for d in members])) for g, members in GROUPS.items()}
+        values = {g: sum(per_definition[d] for d in members) / len(members) for g, members in GROUPS.items()}
     total = sum(values.values())
     if total <= 0:
         raise ValueError("weights_from_accuracies: accuracies are all 0, so no weighting is defined")
@@ -109,30 +110,42 @@ def peak(curve: np.ndarray) -> int:
     return int(np.argmax(curve))
 
 
-def _normalised(curve: np.ndarray) -> np.ndarray:
-    """``n(x) = x / max(1e-8, max x)`` in float64 (curves are >= 0)."""
-    curve = curve.astype(np.float64)
-    return curve / max(NORM_FLOOR, float(curve.max(initial=0.0)))
+def _normalised(curves: np.ndarray) -> np.ndarray:
+    """Row-wise ``n(x) = x / max(1e-8, max x)`` of a K×T stack, in float64 (curves are >= 0)."""
+    curves = curves.astype(np.float64)
+    return curves / np.maximum(NORM_FLOOR, curves.max(axis=1, keepdims=True))
 
 
-def _reference_ensembles(
-    single: Mapping[str, np.ndarray], weights: Mapping[str, float]
-) -> dict[str, np.ndarray]:
-    """Ensembles as the authors' samplers combine them: every weight over ten sub-curve slots."""
-    norm = {d: _normalised(single[d]) for d in REFERENCE_THETA}  # the reference's summation order
-    out = {g: sum(norm[d] for d in REFERENCE_THETA if d in members) / 10.0 for g, members in GROUPS.items()}
-    out["JBA_arithmetic"] = sum(norm.values()) / 10.0
-    out["JBA_weighted"] = sum(weights[d] * norm[d] for d in REFERENCE_THETA)
-    return out
+# The reference's component order (spec §2.5); the ensembles are matrix products over this stack.
+_ORDER: tuple[str, ...] = tuple(REFERENCE_THETA)
 
 
-def _paper_ensembles(single: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> dict[str, np.ndarray]:
+def _group_matrix(scale: str) -> np.ndarray:
+    """3×10 rows J, B, A over ``_ORDER``: 1/10 per member ("slots": the reference's θ all 1 over ten
+    sub-curves) or 1/len(group) per member ("mean": the paper's arithmetic average)."""
+    rows = np.zeros((len(GROUPS), len(_ORDER)))
+    for i, members in enumerate(GROUPS.values()):
+        for d in members:
+            rows[i, _ORDER.index(d)] = 1 / 10 if scale == "slots" else 1 / len(members)
+    return rows
+
+
+_REFERENCE_GROUPS = _group_matrix("slots")
+_PAPER_GROUPS = _group_matrix("mean")
+
+
+def _reference_ensembles(norm: np.ndarray, weights: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Ensembles as the authors' samplers combine them: each weight over the ten normalised sub-curves."""
+    rows = np.vstack([_REFERENCE_GROUPS, np.full(len(_ORDER), 1 / 10), [weights[d] for d in _ORDER]])
+    return dict(zip(ENSEMBLES, rows @ norm, strict=True))
+
+
+def _paper_ensembles(norm: np.ndarray, weights: Mapping[str, float]) -> dict[str, np.ndarray]:
     """Ensembles as the paper states them: average within a group, then over the normalised groups."""
-    out = {g: np.mean([_normalised(single[d]) for d in members], axis=0) for g, members in GROUPS.items()}
-    groups = {g: _normalised(out[g]) for g in GROUPS}
-    out["JBA_arithmetic"] = np.mean(list(groups.values()), axis=0)
-    out["JBA_weighted"] = sum(weights[g] * groups[g] for g in GROUPS)
-    return out
+    groups = _PAPER_GROUPS @ norm
+    norm_groups = _normalised(groups)
+    arithmetic, weighted = np.array([[1 / 3] * 3, [weights[g] for g in GROUPS]]) @ norm_groups
+    return {**dict(zip(GROUPS, groups, strict=True)), "JBA_arithmetic": arithmetic, "JBA_weighted": weighted}
 
 
 def _checked(keypoint: np.ndarray, keypoint_score: np.ndarray, who: str) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +180,8 @@ def compute(
     ``keypoint`` is M×T×17×2 (x, y pixels, float16/32/64), ``keypoint_score`` M×T×17; absent
     persons/joints are (0, 0) with score 0. ``weights`` are the accuracies behind ``JBA_weighted``
     (see ``weights_from_accuracies``; default ``REFERENCE_THETA``). ``frame_dir`` only names the
-    sample in error messages. Reference mode computes in float32, as the authors' code did on their
-    float32 pickles (float16 input is widened first); paper mode in float64.
+    sample in error messages. Single curves are computed in float32 (the authors' code ran on float32
+    pickles; float16 input is widened first), the ensembles in float64.
     """
     who = f"intensity.compute(frame_dir={frame_dir!r})" if frame_dir is not None else "intensity.compute"
     if mode not in MODES:
@@ -180,9 +193,10 @@ def compute(
         raise ValueError(f"{who}: field 'weights': {err}") from None
     if mode == "reference":
         single = intensity_reference.curves(keypoint.astype(np.float32))
-        ensembles = _reference_ensembles(single, normalised_weights)
     else:
         single = intensity_paper.curves(keypoint, keypoint_score)
-        ensembles = _paper_ensembles(single, normalised_weights)
+    norm = _normalised(np.stack([single[d] for d in _ORDER]))
+    combine = _reference_ensembles if mode == "reference" else _paper_ensembles
+    ensembles = combine(norm, normalised_weights)
     merged = {**single, **ensembles}
     return {name: np.ascontiguousarray(merged[name], dtype=np.float32) for name in DEFINITIONS}

@@ -12,8 +12,8 @@ placed by the reference curves only reproduces the paper's numbers if the window
 - the four angle curves see only the left-wrist angle of slot 0, times 17·M (list-aliasing bug).
 
 Everything is vectorised over persons, frames and joints; the reference loops in Python. The
-arithmetic runs in float32 like the reference's own (its pickles are float32): that reproduces its
-rounding, so the golden curves match to ~1.5e-6 of their maximum (float64 arithmetic: ~1.5e-5), which
+per-term arithmetic runs in float32 like the reference's own (its pickles are float32): that reproduces
+its rounding, so the golden curves match to ~1.5e-6 of their maximum (float64 arithmetic: ~1.5e-5), which
 keeps near-tied argmaxes on the reference's side.
 """
 
