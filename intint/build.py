@@ -253,11 +253,19 @@ def _ray_init(workers: int) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        # Local workers must import intint even when it is only on PYTHONPATH (not installed).
+        # Local Ray workers inherit this process's environment; put intint's folder on their
+        # PYTHONPATH so they import it even when it is not installed. (A runtime_env would do the
+        # same but costs seconds of runtime-env-agent start-up.)
         pkg_parent = str(Path(__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (pkg_parent, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(address="local", num_cpus=workers, include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        previous = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, previous) if p)
+        try:
+            ray.init(address="local", num_cpus=workers, include_dashboard=False)
+        finally:
+            if previous is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = previous
     return True
 
 

@@ -263,6 +263,21 @@ def _decode(url: str, key: str, members: dict[str, bytes]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- arrow
 
 
+def _numeric_array(values: np.ndarray) -> pa.Array:
+    """Zero-copy Arrow array of a 1-D NumPy array. (``pa.array`` would import pandas, ~0.5 s in
+    every fresh worker process, for nothing.)"""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _string_array(values: Sequence[str]) -> pa.Array:
+    data = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum([len(d) for d in data], out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(data),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
 def intensity_table(samples: Sequence[Sample], curves: Sequence[Mapping[str, np.ndarray]],
                     peaks: Sequence[Mapping[str, int]], columns: Sequence[str]) -> pa.Table:
     """The ``.intensity.arrow`` table: meta columns, one ``list<float32>`` column per name in
@@ -271,20 +286,20 @@ def intensity_table(samples: Sequence[Sample], curves: Sequence[Mapping[str, np.
     Lists are assembled from one concatenated float32 buffer and an offsets array, not per row.
     """
     lengths = np.array([s.total_frames for s in samples], dtype=np.int64)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    offsets = _numeric_array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     arrays: dict[str, pa.Array] = {
-        "key": pa.array([sample_key(s.frame_dir) for s in samples], pa.string()),
-        "frame_dir": pa.array([s.frame_dir for s in samples], pa.string()),
-        "label": pa.array(np.array([s.label for s in samples], dtype=np.int32)),
-        "total_frames": pa.array(lengths.astype(np.int32)),
+        "key": _string_array([sample_key(s.frame_dir) for s in samples]),
+        "frame_dir": _string_array([s.frame_dir for s in samples]),
+        "label": _numeric_array(np.array([s.label for s in samples], dtype=np.int32)),
+        "total_frames": _numeric_array(lengths.astype(np.int32)),
     }
     for col in columns:
         flat = (np.concatenate([np.asarray(c[col], dtype=np.float32) for c in curves]) if curves
                 else np.zeros(0, np.float32))
-        arrays[col] = pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32()))
+        arrays[col] = pa.ListArray.from_arrays(offsets, _numeric_array(flat))
     for col in columns:
-        arrays["peak/" + col] = pa.array(np.array([p[col] for p in peaks], dtype=np.int32))
-    return pa.table(arrays)
+        arrays["peak/" + col] = _numeric_array(np.array([p[col] for p in peaks], dtype=np.int32))
+    return pa.Table.from_arrays(list(arrays.values()), names=list(arrays))
 
 
 def write_intensity(url: str, table: pa.Table) -> str:
