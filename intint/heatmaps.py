@@ -99,7 +99,7 @@ def _scatter_max(
     Entries to skip must carry 0 in ``values``: they are clamped onto a valid pixel, where a max with 0
     changes nothing because the volume starts at 0 and every value is >= 0.
     """
-    n, py, px = values.shape
+    _, py, px = values.shape
     cols = (x0[:, None] + torch.arange(px, device=x0.device)).clamp_(max=width - 1)
     rows = (y0[:, None] + torch.arange(py, device=y0.device)).clamp_(max=height - 1)
     index = (base[:, None] + rows * width)[:, :, None] + cols[:, None, :]
