@@ -69,8 +69,8 @@ class DemoConfig:
     two_person_prob: float = 0.35           # a bystander idles beside the actor for the whole video
     frame_shapes: tuple[tuple[int, int], ...] = DEMO_FRAME_SHAPES
     keypoint_noise: float = 0.002           # detector jitter σ, in person heights
-    burst_dropout_rate: float = 0.12        # per-frame loss probability of a very fast extremity
-    idle_dropout_prob: float = 0.05         # per person-video chance of one short idle joint dropout
+    burst_dropout_rate: float = 0.03        # per-frame loss probability of a very fast extremity
+    idle_dropout_prob: float = 0.03         # per person-video chance of one short idle joint dropout
 
     def __post_init__(self) -> None:
         for name in ("num_per_class_train", "num_per_class_val", "num_per_class_test"):
