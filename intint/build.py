@@ -228,18 +228,21 @@ def _bar(total: int, progress: bool) -> tqdm:
 
 
 def run_local(tasks: list[ShardTask], workers: int, progress: bool) -> list[ShardResult]:
-    """In this process (workers == 1), else a process pool over shards."""
+    """In this process (workers == 1), else a process pool over shards (fork where available: the
+    workers inherit the imported modules instead of re-importing them)."""
     results: list[ShardResult] = []
-    with _bar(len(tasks), progress) as bar:
-        if workers <= 1 or len(tasks) <= 1:
+    if workers <= 1 or len(tasks) <= 1:
+        with _bar(len(tasks), progress) as bar:
             for task in tasks:
                 results.append(write_shard_task(task))
                 bar.update(1)
-            return results
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        ctx = mp.get_context(method)
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            pending: set[Future[ShardResult]] = {pool.submit(write_shard_task, t) for t in tasks}
+        return results
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        # Submitting forks the workers; the progress bar (and tqdm's monitor thread) comes after,
+        # so no thread of ours exists at fork time.
+        pending: set[Future[ShardResult]] = {pool.submit(write_shard_task, t) for t in tasks}
+        with _bar(len(tasks), progress) as bar:
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
