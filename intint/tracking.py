@@ -1,0 +1,195 @@
+"""Experiment tracking: W&B on rank 0 only, and the progress meter every rank keeps.
+
+W&B is created explicitly on rank 0 (never `ray.air.integrations.wandb.setup_wandb`: under Ray Train V2
+its rank check reads the V1 session and every rank opens a run, see notes §6). A run must never fail
+for lack of network or an API key: `auto` mode goes online only when a key is configured, and an online
+start that fails falls back to offline; offline runs are written next to the run and can be uploaded
+later with `wandb sync <folder>`.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+DEFAULT_WANDB_HOST = "api.wandb.ai"
+
+
+def has_wandb_credentials() -> bool:
+    """True when W&B could authenticate: `WANDB_API_KEY` is set or ~/.netrc has a login for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "")).hostname or DEFAULT_WANDB_HOST
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    """Map the config's `wandb` setting to a W&B mode ("online" | "offline" | "disabled").
+
+    `auto` honours an explicit `WANDB_MODE` in the environment (CI sets it), else goes online only with
+    credentials, so a run on a machine without a key or network still tracks everything, offline.
+    """
+    if requested not in ("auto", "online", "offline", "disabled"):
+        raise ValueError(f"wandb mode must be auto, online, offline or disabled, got {requested!r}")
+    if requested != "auto":
+        return requested
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode in ("online", "offline", "disabled"):
+        return env_mode
+    if env_mode == "dryrun":
+        return "offline"
+    return "online" if has_wandb_credentials() else "offline"
+
+
+@dataclass
+class Tracker:
+    """Thin wrapper over a W&B run; a Tracker without a run (other ranks, disabled mode) does nothing.
+
+    Metrics are logged against `global_step` (a metric, not W&B's internal step) so a run resumed from
+    an earlier checkpoint can log steps it already logged without W&B dropping them.
+    """
+
+    run: Any = None
+    mode: str = "disabled"
+
+    @classmethod
+    def start(cls, *, rank: int, requested_mode: str, project: str, name: str, local_dir: str,
+              config: Mapping[str, Any]) -> Tracker:
+        if rank != 0:
+            return cls()
+        mode = resolve_wandb_mode(requested_mode)
+        if mode == "disabled":
+            return cls()
+        import wandb  # imported here: only rank 0 of a tracked run pays for it
+
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        kwargs = dict(project=project, name=name, dir=local_dir, config=dict(config))
+        try:
+            run = wandb.init(mode=mode, **kwargs)
+        except Exception as err:  # network/auth problems of any kind must not stop training
+            if mode != "online":
+                print(f"[intint] W&B could not start ({mode}): {err}; continuing without tracking",
+                      flush=True)
+                return cls()
+            print(f"[intint] W&B online start failed ({err}); logging offline instead", flush=True)
+            mode = "offline"
+            run = wandb.init(mode=mode, **kwargs)
+        run.define_metric("global_step")
+        run.define_metric("*", step_metric="global_step")
+        if mode == "offline":
+            print(f"[intint] W&B offline run folder: {run.settings.sync_dir} "
+                  f"(upload later with `wandb sync {run.settings.sync_dir}`)", flush=True)
+        return cls(run=run, mode=mode)
+
+    @property
+    def local_folder(self) -> str | None:
+        """The run's local folder (the offline run folder to `wandb sync`), None without a run."""
+        return None if self.run is None else str(self.run.settings.sync_dir)
+
+    def log(self, metrics: Mapping[str, float], global_step: int) -> None:
+        if self.run is not None:
+            self.run.log({"global_step": global_step, **metrics})
+
+    def summary(self, metrics: Mapping[str, Any]) -> None:
+        if self.run is not None:
+            for key, value in metrics.items():
+                self.run.summary[key] = value
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+@dataclass
+class ProgressMeter:
+    """Step timing for one rank: samples/s and the share of wall time spent waiting for the loader.
+
+    Call `batch_arrived()` as soon as the loader yields and `step_done(...)` after the optimiser step.
+    The data-wait share is the key loader health figure: near 0 the model is the bottleneck, near 1 the
+    loader is. On GPU the step time includes only what was synchronised, so the meter synchronises the
+    device at each report (every `log_every` steps), which keeps the windows honest at little cost.
+    """
+
+    log_every: int
+    world_size: int = 1
+    device: torch.device | None = None
+    _window_start: float = field(default=0.0, init=False)
+    _last_end: float = field(default=0.0, init=False)
+    _wait: float = field(default=0.0, init=False)
+    _samples: int = field(default=0, init=False)
+    _steps: int = field(default=0, init=False)
+    _losses: dict[str, torch.Tensor] = field(default_factory=dict, init=False)
+    _epoch_start: float = field(default=0.0, init=False)
+    _epoch_wait: float = field(default=0.0, init=False)
+    _epoch_samples: int = field(default=0, init=False)
+    _epoch_steps: int = field(default=0, init=False)
+    _epoch_losses: dict[str, torch.Tensor] = field(default_factory=dict, init=False)
+
+    def start_epoch(self) -> None:
+        now = time.perf_counter()
+        self._window_start = self._last_end = self._epoch_start = now
+        self._wait = self._epoch_wait = 0.0
+        self._samples = self._epoch_samples = self._steps = self._epoch_steps = 0
+        self._losses, self._epoch_losses = {}, {}
+
+    def batch_arrived(self) -> None:
+        now = time.perf_counter()
+        self._wait += now - self._last_end
+        self._epoch_wait += now - self._last_end
+
+    def step_done(self, batch_size: int, losses: Mapping[str, torch.Tensor]) -> dict[str, float] | None:
+        """Record one step; every `log_every` steps return the window's figures (losses are per pathway)."""
+        self._last_end = time.perf_counter()
+        self._samples += batch_size
+        self._epoch_samples += batch_size
+        self._steps += 1
+        self._epoch_steps += 1
+        for name, loss in losses.items():
+            detached = loss.detach().float()
+            self._losses[name] = self._losses.get(name, 0) + detached
+            self._epoch_losses[name] = self._epoch_losses.get(name, 0) + detached
+        if self._steps < self.log_every:
+            return None
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        window = self._figures(now - self._window_start, self._wait, self._samples, self._steps, self._losses)
+        self._window_start = self._last_end = now
+        self._wait, self._samples, self._steps, self._losses = 0.0, 0, 0, {}
+        return window
+
+    def epoch_figures(self) -> dict[str, float]:
+        """The whole epoch's figures (call after the last step)."""
+        elapsed = time.perf_counter() - self._epoch_start
+        return self._figures(elapsed, self._epoch_wait, self._epoch_samples, self._epoch_steps,
+                             self._epoch_losses)
+
+    def _figures(self, elapsed: float, wait: float, samples: int, steps: int,
+                 losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        elapsed = max(elapsed, 1e-9)
+        figures = {f"train/loss_{name}": float(total) / max(steps, 1) for name, total in losses.items()}
+        figures["train/samples_per_s"] = samples * self.world_size / elapsed
+        figures["train/data_wait_share"] = min(wait / elapsed, 1.0)
+        return figures
+
+
+def format_progress(epoch: int, step: int, steps_per_epoch: int, figures: Mapping[str, float],
+                    lr: float) -> str:
+    """One progress line: epoch, step, per-pathway losses, lr, throughput and data-wait share."""
+    losses = " ".join(f"loss_{k.removeprefix('train/loss_')}={v:.4f}" for k, v in figures.items()
+                      if k.startswith("train/loss_"))
+    return (f"[intint] epoch {epoch} step {step}/{steps_per_epoch} {losses} lr={lr:.5g} "
+            f"{figures['train/samples_per_s']:.1f} samples/s "
+            f"data_wait={figures['train/data_wait_share']:.0%}")
