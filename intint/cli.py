@@ -133,5 +133,33 @@ def inspect(
         raise typer.Exit(code=1)
 
 
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    preset: Annotated[str, typer.Option(help="Base config: finegym, hmdb51, demo or tiny.")] = "finegym",
+    split: Annotated[int | None, typer.Option(help="HMDB51 split K (train{K}/test{K}).")] = None,
+) -> None:
+    """Train both pathways on Ray Train. Other options override config fields (--shards, --epochs,
+    --optim.lr, --wandb disabled, ...; `python jobs/train_finegym.py --help` lists them all)."""
+    from intint.config import parse_args
+    from intint.train import run
+
+    run(parse_args(["--preset", preset, *ctx.args], default_preset=preset, split=split))
+
+
+@app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def evaluate(ctx: typer.Context) -> None:
+    """Test a checkpoint with test views and fusion: --checkpoint DIR [--shards URL --split S --out PATH]."""
+    import json
+
+    import tyro
+
+    from intint.config import EvaluateConfig
+    from intint.inference import evaluate_checkpoint, flat_metrics
+
+    url, results = evaluate_checkpoint(tyro.cli(EvaluateConfig, args=ctx.args))
+    typer.echo(json.dumps(flat_metrics(results, ""), indent=1) + f"\nresults written to {url}")
+
+
 if __name__ == "__main__":
     app()

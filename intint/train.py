@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ from intint.tracking import ProgressMeter, Tracker, format_progress
 
 if TYPE_CHECKING:
     from ray.train import Result
+    from ray.train.torch import TorchTrainer
 
 SCORE_ATTRIBUTE = "fused_top1"  # checkpoints are ranked by fused validation top-1 (one pathway: its top-1)
 FAILURE_MARKER = "injected_failure.json"  # written by the fault injection so it fires once per run
@@ -207,7 +208,7 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
     val_loader = data.eval_loader(val_cfg, rank, world, num_clips=1, flip_double=False)
 
     tracker = Tracker.start(rank=rank, requested_mode=cfg.wandb, project=cfg.wandb_project, name=cfg.name,
-                            local_dir=wandb_dir(cfg),
+                            local_dir=wandb_dir(cfg), group=cfg.wandb_group,
                             config={**cfg.to_dict(), "lr_used": lr, "global_batch": cfg.batch_size * world,
                                     "world_size": world, "num_classes": num_classes})
     if rank == 0:
@@ -343,22 +344,17 @@ def publish_results(result: Result, cfg: TrainConfig) -> str:
     beside = fsio.join(fsio.join(run_folder(cfg), os.path.basename(candidates[-1].path.rstrip("/"))),
                        checkpoint.RESULTS_FILE)
     evaluate.write_results(results, beside)
+    print(f"[intint] test metrics: {json.dumps(flat_metrics(results, ''))}", flush=True)
     print(f"[intint] results: {url} and {beside}", flush=True)
     return url
 
 
-def run(cfg: TrainConfig) -> Result:
-    """Train `cfg` on Ray Train (starting a local Ray when no cluster is given) and publish its results.
-
-    Returns Ray's `Result`; the test metrics are at `results_url(cfg)` and beside the best checkpoint.
-    Raises `ray.train.WorkerGroupError` when training fails more than `max_failures` times.
-    """
-    cfg = resolve(cfg)
-    init_ray(num_cpus=max(os.cpu_count() or 1, cfg.num_workers * cfg.cpus_per_worker), env=worker_env())
+def make_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TorchTrainer:
+    """The `TorchTrainer` for a resolved config (see `resolve`); `callbacks` are `ray.train.UserCallback`s."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg.to_dict(),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
@@ -370,9 +366,20 @@ def run(cfg: TrainConfig) -> Result:
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE_ATTRIBUTE,
                                                checkpoint_score_order="max"),
+            callbacks=list(callbacks),
         ),
     )
-    result = trainer.fit()
+
+
+def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Result:
+    """Train `cfg` on Ray Train (starting a local Ray when no cluster is given) and publish its results.
+
+    Returns Ray's `Result`; the test metrics are at `results_url(cfg)` and beside the best checkpoint.
+    `callbacks` (`ray.train.UserCallback`) see every report, e.g. to keep a per-epoch history.
+    Raises `ray.train.WorkerGroupError` when training fails more than `max_failures` times.
+    """
+    cfg = resolve(cfg)
+    init_ray(num_cpus=max(os.cpu_count() or 1, cfg.num_workers * cfg.cpus_per_worker), env=worker_env())
+    result = make_trainer(cfg, callbacks).fit()
     publish_results(result, cfg)
     return result
-

@@ -399,3 +399,19 @@ def test_worker_crash_restarts_from_last_checkpoint(ray_session, tiny_shards: Pa
     cfg = parse_args(args, default_preset="finegym")
     steps_per_epoch = len(data.train_loader(loader_config(cfg, "train", train=True), 0, 2))
     assert last["progress"]["global_step"] == 2 * steps_per_epoch  # the crashed half-epoch is not counted
+
+
+def test_cli_train_passes_overrides_to_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from intint import train
+    from intint.cli import app
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train, "run", seen.append)
+    out = CliRunner().invoke(app, ["train", "--preset", "hmdb51", "--split", "2", "--shards", "/s",
+                                   "--epochs", "3", "--optim.lr", "0.02"])
+    assert out.exit_code == 0, out.output
+    (cfg,) = seen
+    assert (cfg.shards, cfg.epochs, cfg.optim.lr, cfg.data.train_split) == ("/s", 3, 0.02, "train2")
+    assert cfg.optim.steps == (9, 11)  # the rest is the hmdb51 preset
