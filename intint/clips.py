@@ -1,0 +1,118 @@
+"""One decoded video → the keypoint clips of both pathways, and clips → heatmap views.
+
+The two pathways share everything but the frame sampler (spec §4): the Integrity clip is PoseC3D's
+uniform sampling, the Intensity clip the window around the precomputed intensity peak (or around a
+random centre for the "random" ablation). Both are cut from the *same* decoded arrays, so a video is
+read and decoded once per step for both pathways.
+
+Training randomness comes from ``sampling.clip_rng(seed, epoch, key, pathway)``: one Generator per
+video, epoch and pathway, so a clip never depends on the rank, the worker, or whether the other
+pathway is on. Each clip keeps at most ``max_persons`` person slots (the first ones) *after* the
+transforms, so PoseCompact still frames every person as the reference does; the heatmaps of the
+dropped slots are lost, which only matters for videos with more people than ``max_persons``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from intint import heatmaps, sampling, transforms
+from intint.shardstream import Video
+
+PATHWAYS: tuple[str, ...] = ("integrity", "intensity")
+
+
+@dataclass
+class Clip:
+    """One pathway's keypoint clip(s) after the transforms.
+
+    Training: keypoint M×L×V×2, score M×L×V. Evaluation: keypoint C×M×L×V×2 (C test clips).
+    ``size`` is the frame (h, w) the coordinates live in, i.e. the heatmap size.
+    """
+
+    keypoint: np.ndarray
+    score: np.ndarray
+    size: tuple[int, int]
+
+
+class ClipMaker:
+    """Samples, transforms and truncates the clips of the enabled pathways for one video."""
+
+    def __init__(self, pathways: tuple[str, ...], clip_len: int, definition: str, jitter: int,
+                 pipeline: transforms.PipelineConfig, max_persons: int, seed: int) -> None:
+        unknown = [p for p in pathways if p not in PATHWAYS]
+        if unknown or not pathways:
+            raise ValueError(f"pathways must be a non-empty subset of {PATHWAYS}, got {pathways}")
+        self.pathways = pathways
+        self.clip_len = clip_len
+        self.random_centre = definition == "random"
+        self.jitter = jitter
+        self.max_persons = max_persons
+        self.seed = seed
+        self.train_pipe = transforms.train_pipeline(pipeline)
+        self.test_pipe = transforms.test_pipeline(pipeline)
+
+    def _indices(self, video: Video, pathway: str, num_clips: int, test_mode: bool,
+                 rng: np.random.Generator | None) -> np.ndarray:
+        total = video.keypoint.shape[1]
+        if pathway == "integrity":
+            return sampling.uniform_indices(total, self.clip_len, num_clips, test_mode=test_mode, rng=rng)
+        if self.random_centre:
+            return sampling.random_centre_indices(total, self.clip_len, num_clips, test_mode=test_mode,
+                                                  rng=rng)
+        if video.peak is None:
+            raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): field 'intensity': "
+                             "no peak was read for the Intensity clip")
+        jitter = 0 if test_mode else self.jitter
+        return sampling.intensity_indices(total, video.peak, self.clip_len, num_clips, jitter=jitter, rng=rng)
+
+    def train(self, video: Video, epoch: int, rng_key: str) -> dict[str, Clip]:
+        """The training clip of each enabled pathway (random sampling, crop and flip)."""
+        out = {}
+        for pathway in self.pathways:
+            rng = sampling.clip_rng(self.seed, epoch, rng_key, pathway)
+            idx = self._indices(video, pathway, 1, False, rng)
+            kp, score, size = self.train_pipe(video.keypoint[:, idx], video.keypoint_score[:, idx],
+                                              video.img_shape, rng)
+            m = self.max_persons
+            out[pathway] = Clip(kp[:m], score[:m], size)
+        return out
+
+    def test(self, video: Video, num_clips: int) -> dict[str, Clip]:
+        """The ``num_clips`` deterministic test clips of each pathway, C×M×L×V×2.
+
+        As the reference, all C·L sampled frames go through the pipeline together (one PoseCompact
+        box for all clips of a video), then are split into clips.
+        """
+        out = {}
+        for pathway in self.pathways:
+            idx = self._indices(video, pathway, num_clips, True, None)
+            kp, score, size = self.test_pipe(video.keypoint[:, idx], video.keypoint_score[:, idx],
+                                             video.img_shape, None)
+            m = min(self.max_persons, kp.shape[0])
+            kp = kp[:m].reshape(m, num_clips, self.clip_len, *kp.shape[2:]).swapaxes(0, 1)
+            score = score[:m].reshape(m, num_clips, self.clip_len, score.shape[2]).swapaxes(0, 1)
+            out[pathway] = Clip(np.ascontiguousarray(kp), np.ascontiguousarray(score), size)
+        return out
+
+
+def render_views(keypoint: torch.Tensor | np.ndarray, score: torch.Tensor | np.ndarray, size: tuple[int, int],
+                 sigma: float, flip_double: bool) -> torch.Tensor:
+    """Test views of a batch: keypoint B×C×M×L×V×2 → heatmaps B×N×V×L×H×W float32.
+
+    N = C·2 with ``flip_double`` (view-major, as the reference's FormatShape: all clips unflipped,
+    then all clips mirrored), else C. Rendering goes through ``heatmaps.render_batch`` with the C
+    clips of every video as one batch, so workers and the device produce the same numbers.
+    """
+    b, c = keypoint.shape[:2]
+    h, w = size
+    flat_kp = keypoint.reshape(b * c, *keypoint.shape[2:])
+    flat_sc = score.reshape(b * c, *score.shape[2:])
+    maps = heatmaps.render_batch(flat_kp, flat_sc, h, w, sigma=sigma, flip_double=flip_double)
+    views = 2 if flip_double else 1
+    k = maps.shape[1] // views
+    maps = maps.view(b, c, views, k, *maps.shape[2:]).transpose(1, 2)
+    return maps.reshape(b, views * c, k, *maps.shape[4:])
