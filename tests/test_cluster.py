@@ -69,7 +69,7 @@ def test_ray_job_submit_trains_on_a_local_head(tmp_path: Path, monkeypatch: pyte
                          "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
                          sys.executable, "jobs/train_finegym.py", "--preset", "tiny", "--shards", str(shards),
                          "--storage-path", str(tmp_path / "runs"), "--name", "job", "--epochs", "1",
-                         "--wandb", "disabled", env=env)
+                         "--num-workers", "1", "--wandb", "disabled", env=env)
         assert submit.returncode == 0, submit.stdout + submit.stderr
         client = JobSubmissionClient(address)
         deadline, status = time.monotonic() + 180, None
@@ -77,7 +77,7 @@ def test_ray_job_submit_trains_on_a_local_head(tmp_path: Path, monkeypatch: pyte
             status = client.get_job_status(job_id)
             if status.is_terminal():
                 break
-            time.sleep(2)
+            time.sleep(1)
         logs = ray_cli("job", "logs", "--address", address, job_id, env=env).stdout
         assert status == JobStatus.SUCCEEDED, f"{status}\n{logs[-3000:]}"
         test_line = next(line for line in logs.splitlines() if "[intint] test (" in line)

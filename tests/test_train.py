@@ -107,6 +107,22 @@ def test_entry_point_parsing_picks_preset_and_hmdb_split() -> None:
     assert (renamed.data.train_split, renamed.data.test_split) == ("train2", "test2")
 
 
+def test_cli_train_passes_overrides_to_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from intint import train
+    from intint.cli import app
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train, "run", seen.append)
+    out = CliRunner().invoke(app, ["train", "--preset", "hmdb51", "--split", "2", "--shards", "/s",
+                                   "--epochs", "3", "--optim.lr", "0.02"])
+    assert out.exit_code == 0, out.output
+    (cfg,) = seen
+    assert (cfg.shards, cfg.epochs, cfg.optim.lr, cfg.data.train_split) == ("/s", 3, 0.02, "train2")
+    assert cfg.optim.steps == (9, 11)  # the rest is the hmdb51 preset
+
+
 def test_config_round_trips_through_json_and_rejects_unknown_fields() -> None:
     cfg = dataclasses.replace(hmdb51(1), shards="/s", fusion_weights=(0.5, 1.5))
     back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -336,9 +352,12 @@ def ray_session():
     os.environ.setdefault("WANDB_SILENT", "true")
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    started = not ray.is_initialized()  # another module's fixture may hold one already
+    if started:
+        ray.init(address="local", num_cpus=4, include_dashboard=False)
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -400,18 +419,3 @@ def test_worker_crash_restarts_from_last_checkpoint(ray_session, tiny_shards: Pa
     steps_per_epoch = len(data.train_loader(loader_config(cfg, "train", train=True), 0, 2))
     assert last["progress"]["global_step"] == 2 * steps_per_epoch  # the crashed half-epoch is not counted
 
-
-def test_cli_train_passes_overrides_to_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    from intint import train
-    from intint.cli import app
-
-    seen: list[TrainConfig] = []
-    monkeypatch.setattr(train, "run", seen.append)
-    out = CliRunner().invoke(app, ["train", "--preset", "hmdb51", "--split", "2", "--shards", "/s",
-                                   "--epochs", "3", "--optim.lr", "0.02"])
-    assert out.exit_code == 0, out.output
-    (cfg,) = seen
-    assert (cfg.shards, cfg.epochs, cfg.optim.lr, cfg.data.train_split) == ("/s", 3, 0.02, "train2")
-    assert cfg.optim.steps == (9, 11)  # the rest is the hmdb51 preset
