@@ -38,7 +38,7 @@ def load_config(directory: str) -> dict[str, Any]:
     try:
         with fsspec.open(url, "r", encoding="utf-8") as f:
             config = json.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(f"checkpoint {directory}: no {CONFIG_FILE} (not an intint checkpoint?)") \
             from None
     except json.JSONDecodeError as err:
@@ -55,7 +55,7 @@ def load_state(directory: str, map_location: str | torch.device = "cpu") -> dict
     try:
         with fsspec.open(url, "rb") as f:
             state = torch.load(f, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(f"checkpoint {directory}: no {STATE_FILE}") from None
     except Exception as err:  # UnpicklingError / RuntimeError naming the refused global
         raise ValueError(f"checkpoint {directory}: {STATE_FILE} is not a weights-only torch file: {err}") \
@@ -66,3 +66,26 @@ def load_state(directory: str, map_location: str | torch.device = "cpu") -> dict
         if field not in state:
             raise ValueError(f"checkpoint {directory}: {STATE_FILE} has no field {field!r}")
     return state
+
+
+def resolve(url: str) -> str:
+    """A checkpoint folder, or a run folder → its tested (best) checkpoint, else its latest one.
+
+    Ray names checkpoint folders `checkpoint_<timestamp>`, so the name order is the time order; the
+    checkpoint holding a copy of results.json is the one the run's test results belong to.
+    """
+    fs, path = fsio.url_to_fs(url)
+    if fs.exists(fsio.join(path, CONFIG_FILE)):
+        return url
+    try:
+        entries = fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"checkpoint {url}: no such folder") from None
+    folders = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory")
+    found = [name for name in folders
+             if name.startswith("checkpoint_") and fs.exists(fsio.join(fsio.join(path, name), CONFIG_FILE))]
+    if not found:
+        raise FileNotFoundError(f"checkpoint {url}: neither a checkpoint ({CONFIG_FILE}) nor a run folder "
+                                "with checkpoint_* folders")
+    tested = [name for name in found if fs.exists(fsio.join(fsio.join(path, name), RESULTS_FILE))]
+    return fsio.join(url, (tested or found)[-1])

@@ -111,6 +111,9 @@ class TrainConfig:
     pathways: Pathways = "both"
     intensity_mode: str = "reference"
     intensity_definition: str = "JBA_weighted"
+    # JBA_weighted with these J/B/A (or ten-definition) accuracies instead of the shard builder's weights;
+    # the loader recomputes the peaks from the stored curves (intint.reweight). Set by the ablation sweep.
+    jba_weights: dict[str, float] | None = None
     heatmaps_on: HeatmapsOn = "workers"
     pretrained: str | None = None  # PYSKL checkpoint loaded into both pathways' backbones (heads skipped)
     num_classes: int | None = None  # None: taken from the shard manifest
@@ -121,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     wandb: WandbMode = "auto"  # auto: online with an API key, else offline
     wandb_project: str = "intint"
+    wandb_group: str | None = None  # W&B group, e.g. the ablation sweep that runs this
     compile: bool = False
     bf16: bool = True  # bf16 autocast; only on GPU
     eval_num_clips: int = 1  # test views: clips per video
@@ -208,7 +212,7 @@ def with_env_overrides(cfg: TrainConfig) -> TrainConfig:
 class EvaluateConfig:
     """Testing a checkpoint folder: its stored run config, with the shard set, split and views overridable."""
 
-    checkpoint: str  # checkpoint folder (path or fsspec URL) holding state.pt + config.json
+    checkpoint: str  # checkpoint folder (state.pt + config.json), or a run folder: its tested checkpoint
     shards: str | None = None  # default: the shard set the run trained on
     split: str | None = None  # default: the run's test split
     out: str | None = None  # results JSON; default results.json inside the checkpoint folder
@@ -336,6 +340,7 @@ def loader_config(cfg: TrainConfig, split: str, *, train: bool):
         clip_len=cfg.data.clip_len,
         intensity_mode=cfg.intensity_mode,
         intensity_definition=cfg.intensity_definition,
+        jba_weights=cfg.jba_weights,
         jitter=cfg.data.jitter if train else 0,
         pipeline=pipeline,
         sigma=cfg.data.sigma,

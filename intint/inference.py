@@ -189,7 +189,7 @@ def evaluate_checkpoint(args: EvaluateConfig) -> tuple[str, dict[str, Any]]:
     Results go to `args.out`, by default `results.json` inside the checkpoint folder. Returns
     (results URL, results).
     """
-    checkpoint_dir = args.checkpoint
+    checkpoint_dir = checkpoint.resolve(args.checkpoint)
     cfg = TrainConfig.from_dict(checkpoint.load_config(checkpoint_dir))
     overrides: dict[str, Any] = {}
     for field_name, value in (("shards", args.shards), ("loader_workers", args.loader_workers),

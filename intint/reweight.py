@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from intint import intensity, shardio
+from intint.shardstream import ShardRef, ShardUnavailable
 
 # The reference's component order (spec §2.5), the order of the weight vector.
 COMPONENT_ORDER: tuple[str, ...] = tuple(intensity.REFERENCE_THETA)
@@ -141,3 +142,15 @@ def read_weighted_peaks(arrow_url: str, mode: str, accuracies: Mapping[str, floa
     table = shardio.read_intensity(arrow_url, columns)
     peaks = weighted_peaks(table, mode, accuracies, source=arrow_url)
     return dict(zip(table.column("key").to_pylist(), peaks.tolist(), strict=True))
+
+
+def read_shard_peaks(shard: ShardRef, mode: str, accuracies: Mapping[str, float]) -> dict[str, int]:
+    """``read_weighted_peaks`` for the loader: an unreadable table or a missing curve column makes the
+    shard unavailable, as ``shardstream.read_peaks`` does for a stored peak column."""
+    try:
+        return read_weighted_peaks(shard.arrow, mode, accuracies)
+    except KeyError as exn:
+        raise ShardUnavailable(f"shard {shard.arrow}: {exn.args[0]}") from exn
+    except (OSError, pa.ArrowException) as exn:
+        raise ShardUnavailable(f"shard {shard.arrow}: cannot read intensity table "
+                               f"({type(exn).__name__}: {exn})") from exn

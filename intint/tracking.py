@@ -65,7 +65,7 @@ class Tracker:
 
     @classmethod
     def start(cls, *, rank: int, requested_mode: str, project: str, name: str, local_dir: str,
-              config: Mapping[str, Any]) -> Tracker:
+              config: Mapping[str, Any], group: str | None = None) -> Tracker:
         if rank != 0:
             return cls()
         mode = resolve_wandb_mode(requested_mode)
@@ -74,7 +74,7 @@ class Tracker:
         import wandb  # imported here: only rank 0 of a tracked run pays for it
 
         Path(local_dir).mkdir(parents=True, exist_ok=True)
-        kwargs = dict(project=project, name=name, dir=local_dir, config=dict(config))
+        kwargs = dict(project=project, name=name, dir=local_dir, config=dict(config), group=group)
         try:
             run = wandb.init(mode=mode, **kwargs)
         except Exception as err:  # network/auth problems of any kind must not stop training

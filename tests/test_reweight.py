@@ -66,3 +66,34 @@ def test_errors_name_the_table_and_field(shard_set: tuple[Path, dict]) -> None:
     first = table.column("frame_dir")[0].as_py()
     with pytest.raises(ValueError, match=f"{first}.*reference/jnt_avr"):
         reweight.weighted_peaks(bad, "reference", CUSTOM, source=arrow)
+
+
+@pytest.mark.parametrize("weights", [None, CUSTOM])
+def test_loader_places_the_intensity_clip_at_the_reweighted_peak(shard_set: tuple[Path, dict], weights,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from intint import data, sampling
+
+    root, _ = shard_set
+    placed: list[int] = []
+    original = sampling.intensity_indices
+
+    def spy(total_frames: int, peak: int, *args, **kwargs):
+        placed.append(int(peak))
+        return original(total_frames, peak, *args, **kwargs)
+
+    monkeypatch.setattr(sampling, "intensity_indices", spy)
+    cfg = data.LoaderConfig(shards=str(root), split="val", batch_size=4, num_workers=0, pathways="intensity",
+                            heatmaps_on="device", clip_len=8, intensity_definition="JBA_weighted",
+                            jba_weights=weights)
+    keys = [k for batch in data.eval_loader(cfg, 0, 1, flip_double=False) for k in batch["key"]]
+    want: dict[str, int] = {}
+    for arrow in _tables(str(root)):
+        if "/val-" in arrow:
+            if weights is None:
+                t = shardio.read_intensity(arrow, ["key", "peak/reference/JBA_weighted"])
+                want.update(zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True))
+            else:
+                want.update(reweight.read_weighted_peaks(arrow, "reference", weights))
+    assert placed == [want[k] for k in keys] and len(keys) == len(want)
+    with pytest.raises(ValueError, match="jba_weights only applies"):
+        data.LoaderConfig(shards=str(root), intensity_definition="J", jba_weights=CUSTOM)

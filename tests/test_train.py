@@ -232,6 +232,21 @@ def test_checkpoint_refuses_pickled_code(tmp_path: Path) -> None:
         checkpoint.load_config(str(tmp_path))
 
 
+def test_checkpoint_resolve_picks_the_tested_checkpoint_of_a_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for stamp in ("2026-01-01_10-00-00", "2026-01-01_11-00-00", "2026-01-01_12-00-00"):
+        checkpoint.save(str(run / f"checkpoint_{stamp}"), {"epoch": 0, "model": {}}, {"name": stamp})
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    assert checkpoint.resolve(str(run)).endswith("checkpoint_2026-01-01_12-00-00")  # latest
+    (run / "checkpoint_2026-01-01_11-00-00" / checkpoint.RESULTS_FILE).write_text("{}")
+    assert checkpoint.resolve(str(run)).endswith("checkpoint_2026-01-01_11-00-00")  # the tested one
+    single = str(run / "checkpoint_2026-01-01_10-00-00")
+    assert checkpoint.resolve(single) == single
+    with pytest.raises(FileNotFoundError, match="nor a run folder"):
+        checkpoint.resolve(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        checkpoint.resolve(str(tmp_path / "missing"))
+
 # ---------------------------------------------------------------------------------------------- training step
 
 
@@ -394,8 +409,9 @@ def test_train_finegym_job_end_to_end(ray_session, tiny_shards: Path, tmp_path: 
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
 
     out = tmp_path / "eval.json"
-    load_job("evaluate").main(["--checkpoint", str(beside[0]), "--out", str(out), "--loader-workers", "0"])
+    load_job("evaluate").main(["--checkpoint", str(run), "--out", str(out), "--loader-workers", "0"])
     again = json.loads(out.read_text())
+    assert again["meta"]["checkpoint"] == str(beside[0])  # a run folder resolves to its tested checkpoint
     assert again["fused"]["top1"] == pytest.approx(results["fused"]["top1"])  # same weights, same views
 
 
