@@ -224,7 +224,8 @@ def _check_rows(table: dict, placements: list[str]) -> None:
 
 
 def _checkpoint_files(folder: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if "checkpoint_" in str(p)}
+    """Every saved training state and its mtime: unchanged means no epoch was trained (or re-saved)."""
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("state.pt")}
 
 
 @pytest.mark.ray
@@ -252,9 +253,20 @@ def test_tiny_sweep_end_to_end_and_rerun_trains_nothing(ray_local, sweep_args: t
 def test_jba_weighted_run_gets_the_normalised_validation_accuracies(
         ray_local, sweep_args: tuple[Path, list[str]]) -> None:
     folder, args = sweep_args
-    table = load_job("ablate").main([*args, "--placements", "J,B,A,JBA_weighted,random"])
+    job = load_job("ablate")
+    if not (folder / "intensity-B" / ablate.DONE_FILE).exists():
+        job.main([*args, "--placements", "J,B", "random"])
+    # An interrupted run (no done.json) is continued: Ray resumes it from its checkpoint, nothing retrains.
+    before = json.loads((folder / "table.json").read_text())
+    (folder / "intensity-B" / ablate.DONE_FILE).unlink()
+    checkpoints_b = _checkpoint_files(folder / "intensity-B")
+    table = job.main([*args, "--placements", "J,B,A,JBA_weighted,random"])
     _check_rows(table, ["random", "J", "B", "A", "JBA_weighted"])
-    assert {"intensity-A", "intensity-JBA_weighted"} <= set(table["trained_now"])
+    assert sorted(table["trained_now"]) == ["intensity-A", "intensity-B", "intensity-JBA_weighted"]
+    assert _checkpoint_files(folder / "intensity-B") == checkpoints_b
+    old_b = next(r for r in before["rows"] if r["placement"] == "B")
+    new_b = next(r for r in table["rows"] if r["placement"] == "B")
+    assert new_b["test"]["intensity"] == pytest.approx(old_b["test"]["intensity"])
     jba = table["jba_weights"]
     by = {r["placement"]: r for r in table["rows"]}
     val_acc = {g: by[g]["val"]["fused"]["top1"] for g in "JBA"}
