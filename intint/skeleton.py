@@ -22,7 +22,7 @@ RIGHT_KP: tuple[int, ...] = (2, 4, 6, 8, 10, 12, 14, 16)
 
 def _swap_permutation(left: tuple[int, ...], right: tuple[int, ...], n: int) -> tuple[int, ...]:
     perm = list(range(n))
-    for a, b in zip(left, right):
+    for a, b in zip(left, right, strict=True):
         perm[a], perm[b] = b, a
     return tuple(perm)
 
