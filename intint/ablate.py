@@ -331,36 +331,51 @@ class Sweep:
             weights = ablate_table.normalised_fixed_weights(self.ab.jba_weights)
             self.jba = {"source": "fixed", "weights": weights}
         waiting_for = {INTEGRITY_RUN, *(run_id(g) for g in JBA_SOURCES)}
-        with ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="ablate") as pool:
-            futures = {self._submit(pool, p): run_id(p) for p in self._order()}
-            jba_pending = wants_jba
-            if jba_pending and self.jba is not None:
-                futures[self._submit(pool, "JBA_weighted", self.jba["weights"])] = run_id("JBA_weighted")
+        pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="ablate")
+        try:
+            self._drive(pool, wants_jba, waiting_for)
+        except BaseException:
+            # Ctrl-C (or a bug here): the runs' threads block in `fit()`, which only ends when Ray does, so
+            # stop Ray instead of waiting for every queued run. Checkpoints so far stay: a rerun resumes.
+            pool.shutdown(wait=False, cancel_futures=True)
+            import ray
+
+            self.log("[ablate] interrupted: stopping Ray; rerun the same command to continue the sweep")
+            ray.shutdown()
+            raise
+        pool.shutdown(wait=True)
+
+    def _drive(self, pool: ThreadPoolExecutor, wants_jba: bool, waiting_for: set[str]) -> None:
+        """Submit the runs, collect them as they finish, and start JBA_weighted once its weights exist."""
+        futures = {self._submit(pool, p): run_id(p) for p in self._order()}
+        jba_pending = wants_jba
+        if jba_pending and self.jba is not None:
+            futures[self._submit(pool, "JBA_weighted", self.jba["weights"])] = run_id("JBA_weighted")
+            jba_pending = False
+        while futures:
+            finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name = futures.pop(fut)
+                try:
+                    self.records[name] = fut.result()
+                except Exception as err:  # one failed run must not stop the others
+                    self.failures[name] = err
+                    self.log(f"[ablate] {name} FAILED: {type(err).__name__}: {err}")
+            if jba_pending and waiting_for <= set(self.records) | set(self.failures):
                 jba_pending = False
-            while futures:
-                finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    name = futures.pop(fut)
-                    try:
-                        self.records[name] = fut.result()
-                    except Exception as err:  # one failed run must not stop the others
-                        self.failures[name] = err
-                        self.log(f"[ablate] {name} FAILED: {type(err).__name__}: {err}")
-                if jba_pending and waiting_for <= set(self.records) | set(self.failures):
-                    jba_pending = False
-                    blocked = sorted(waiting_for & set(self.failures))
-                    if blocked:
-                        self.failures[run_id("JBA_weighted")] = RuntimeError(
-                            f"not started: its weights need {blocked}, which failed")
-                        continue
-                    try:
-                        self.jba = self._learnt_weights()
-                    except ValueError as err:
-                        self.failures[run_id("JBA_weighted")] = err
-                        continue
-                    self.log("[ablate] JBA weights from validation: "
-                             + ", ".join(f"{g} {w:.4f}" for g, w in self.jba["weights"].items()))
-                    futures[self._submit(pool, "JBA_weighted", self.jba["weights"])] = run_id("JBA_weighted")
+                blocked = sorted(waiting_for & set(self.failures))
+                if blocked:
+                    self.failures[run_id("JBA_weighted")] = RuntimeError(
+                        f"not started: its weights need {blocked}, which failed")
+                    continue
+                try:
+                    self.jba = self._learnt_weights()
+                except ValueError as err:
+                    self.failures[run_id("JBA_weighted")] = err
+                    continue
+                self.log("[ablate] JBA weights from validation: "
+                         + ", ".join(f"{g} {w:.4f}" for g, w in self.jba["weights"].items()))
+                futures[self._submit(pool, "JBA_weighted", self.jba["weights"])] = run_id("JBA_weighted")
 
 
 # ---------------------------------------------------------------------------------------- the table
@@ -420,6 +435,9 @@ def run(ab: AblationConfig, *, log: Callable[[str], None] = print) -> dict[str, 
     from intint.inference import num_classes_of
 
     start = time.monotonic()
+    # Without auto-connect, a run thread that touches Ray after a Ctrl-C shutdown fails instead of quietly
+    # starting a fresh local Ray (effective when Ray is first imported here, i.e. from the command line).
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     base = train.resolve(ab.base)
     ab = dataclasses.replace(ab, base=base)
     needs = base.num_workers * base.cpus_per_worker
