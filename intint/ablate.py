@@ -386,6 +386,7 @@ def build_table(ab: AblationConfig, sweep: Sweep, wall_s: float) -> dict[str, An
     integrity_rec = sweep.records[INTEGRITY_RUN]
     integrity = integrity_rec.predictions()
     rows = []
+    hits: dict[str, dict[str, np.ndarray]] = {}
     for placement in sorted(ab.placements, key=ablate_table.row_sort_key):
         rec = sweep.records.get(run_id(placement))
         if rec is None:
@@ -396,6 +397,7 @@ def build_table(ab: AblationConfig, sweep: Sweep, wall_s: float) -> dict[str, An
         for role in ROLES:
             row[role] = ablate_table.pair_metrics(integrity[role], preds[role], sweep.num_classes,
                                                   ab.base.fusion_weights, where=f"{rec.folder} ({role})")
+        hits[placement] = ablate_table.hits_on_test(integrity["test"], preds["test"], ab.base.fusion_weights)
         rows.append(row)
     base = ab.base
     return {
@@ -405,7 +407,7 @@ def build_table(ab: AblationConfig, sweep: Sweep, wall_s: float) -> dict[str, An
         "intensity_mode": base.intensity_mode, "epochs": base.epochs, "splits": ab.splits,
         "num_test": int(len(integrity["test"].keys)), "num_val": int(len(integrity["val"].keys)),
         "integrity_run": integrity_rec.run_id, "rows": rows, "jba_weights": sweep.jba,
-        "random_vs_intensity": ablate_table.random_vs_intensity(rows),
+        "random_vs_intensity": ablate_table.random_vs_intensity(rows, hits),
         "runs": {name: {"pathway": r.pathway, "placement": r.placement, "trained_now": r.trained,
                         "train_wall_s": r.wall_s} for name, r in sorted(sweep.records.items())},
         "failed": {name: f"{type(e).__name__}: {e}" for name, e in sorted(sweep.failures.items())},

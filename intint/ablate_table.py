@@ -136,13 +136,33 @@ def normalised_fixed_weights(weights: Mapping[str, float]) -> dict[str, float]:
     return jba_weights_from_validation(weights)
 
 
-def random_vs_intensity(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def hits_on_test(integrity: SplitPredictions, intensity_p: SplitPredictions,
+              fusion_weights: Sequence[float] = (1.0, 1.0)) -> dict[str, np.ndarray]:
+    """Per test video, whether the fused and the Intensity-only prediction is right (rows matched by key,
+    as `pair_metrics` checked): what the paired uncertainty of a difference between two rows needs."""
+    fused = evaluate.fuse(integrity.probs, intensity_p.probs, fusion_weights)
+    return {"fused": fused.argmax(axis=1) == integrity.labels,
+            "intensity": intensity_p.probs.argmax(axis=1) == intensity_p.labels}
+
+
+def paired_se(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
+    """Standard error of top1(a) − top1(b) over the same videos: std of the per-video difference / √n.
+
+    Paired, so a video both rows get right (or wrong) adds no noise; ±1.96·se is a rough 95 % interval.
+    """
+    diff = hits_a.astype(np.float64) - hits_b.astype(np.float64)
+    return float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+
+
+def random_vs_intensity(rows: Sequence[Mapping[str, Any]],
+                        hits: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> dict[str, Any] | None:
     """Table V's question: does placing the Intensity clip by motion intensity beat a random centre?
 
     Reported three ways, because the paper's own "Intensity" column takes the best definition *on the
     test split* per column (optimistic): (a) that best-on-test placement, (b) the placement with the
     best *validation* two-pathway accuracy (an honest choice), (c) the mean over all intensity rows.
-    Differences are in top-1 points (fractions), for the two-pathway and the Intensity-only numbers.
+    Differences are in top-1 points (fractions), for the two-pathway and the Intensity-only numbers;
+    with `hits` (placement → `hits_on_test`) each difference also gets its paired standard error (`*_se`).
     """
     by = {r["placement"]: r for r in rows}
     if RANDOM not in by or len(by) < 2:
@@ -153,9 +173,17 @@ def random_vs_intensity(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | N
     def delta(row: Mapping[str, Any], pathway: str) -> float:
         return row["test"][pathway]["top1"] - rnd["test"][pathway]["top1"]
 
+    def se(row: Mapping[str, Any], pathway: str) -> float | None:
+        if hits is None:
+            return None
+        return paired_se(hits[row["placement"]][pathway], hits[RANDOM][pathway])
+
+    def compared(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {"fused_delta": delta(row, "fused"), "fused_se": se(row, "fused"),
+                "intensity_delta": delta(row, "intensity"), "intensity_se": se(row, "intensity")}
+
     def chosen(row: Mapping[str, Any]) -> dict[str, Any]:
-        return {"placement": row["placement"], "fused_top1": row["test"]["fused"]["top1"],
-                "fused_delta": delta(row, "fused"), "intensity_delta": delta(row, "intensity")}
+        return {"placement": row["placement"], "fused_top1": row["test"]["fused"]["top1"], **compared(row)}
 
     return {
         "random_fused_top1": rnd["test"]["fused"]["top1"],
@@ -164,8 +192,7 @@ def random_vs_intensity(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | N
         "best_on_val": chosen(max(others, key=lambda r: r["val"]["fused"]["top1"])),
         "mean_fused_delta": float(np.mean([delta(r, "fused") for r in others])),
         "mean_intensity_delta": float(np.mean([delta(r, "intensity") for r in others])),
-        "per_placement": {r["placement"]: {"fused_delta": delta(r, "fused"),
-                                           "intensity_delta": delta(r, "intensity")} for r in others},
+        "per_placement": {r["placement"]: compared(r) for r in others},
     }
 
 
@@ -176,8 +203,10 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def _signed(value: float) -> str:
-    return f"{100 * value:+.1f}"
+def _signed(value: float, se: float | None = None) -> str:
+    """`+2.0`, or `+2.0 ± 3.1` (1.96 standard errors, points) when a standard error is known."""
+    text = f"{100 * value:+.1f}"
+    return text if se is None or not math.isfinite(se) else f"{text} ± {196 * se:.1f}"
 
 
 def table_cells(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -209,11 +238,12 @@ def notes(table: Mapping[str, Any]) -> list[str]:
         bt, bv = rvi["best_on_test"], rvi["best_on_val"]
         out.append(
             "Intensity vs random placement (Int&Int top-1, points): best on test "
-            f"{row_label(bt['placement'])} {_signed(bt['fused_delta'])}; best on validation "
-            f"{row_label(bv['placement'])} {_signed(bv['fused_delta'])}; mean over intensity rows "
+            f"{row_label(bt['placement'])} {_signed(bt['fused_delta'], bt.get('fused_se'))}; best on "
+            f"validation {row_label(bv['placement'])} {_signed(bv['fused_delta'], bv.get('fused_se'))}; "
+            "mean over intensity rows "
             f"{_signed(rvi['mean_fused_delta'])} "
             f"(Intensity-only: {_signed(bt['intensity_delta'])} / {_signed(bv['intensity_delta'])} / "
-            f"{_signed(rvi['mean_intensity_delta'])}).")
+            f"{_signed(rvi['mean_intensity_delta'])}); ± = 1.96 paired standard errors.")
     return out
 
 

@@ -142,6 +142,13 @@ def test_table_fuses_every_row_with_the_one_integrity_run(tmp_path: Path) -> Non
     by = {r["placement"]: r["test"]["fused"]["top1"] for r in table["rows"]}
     assert rvi["best_on_test"]["fused_delta"] == pytest.approx(max(by["J"], by["B"]) - by["random"])
     assert rvi["mean_fused_delta"] == pytest.approx((by["J"] + by["B"]) / 2 - by["random"])
+    # Paired standard error of the J-vs-random difference, from the per-video hits of both rows.
+    rnd = sweep.records["intensity-random"].predictions()["test"]
+    own_j = sweep.records["intensity-J"].predictions()["test"]
+    diff = (((integrity.probs + own_j.probs).argmax(1) == own_j.labels).astype(float)
+            - ((integrity.probs + rnd.probs).argmax(1) == rnd.labels).astype(float))
+    assert rvi["per_placement"]["J"]["fused_delta"] == pytest.approx(diff.mean())
+    assert rvi["per_placement"]["J"]["fused_se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(diff.size))
 
     urls = ablate.write_outputs(table, str(tmp_path / "fake"))
     md = Path(urls["markdown"]).read_text()
