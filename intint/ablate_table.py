@@ -301,7 +301,7 @@ def plot_table(table: Mapping[str, Any], path: str | os.PathLike, *, dpi: int = 
         raise ValueError("plot_table: the table has no rows")
     x = np.arange(len(rows))
     width = 0.26
-    fig = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2.0), 4.0), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2.0), 4.3), layout="constrained")
     ax = fig.add_subplot()
     for i, pathway in enumerate(TABLE_PATHWAYS):
         values = [r["test"][pathway]["top1"] for r in rows]
@@ -317,7 +317,7 @@ def plot_table(table: Mapping[str, Any], path: str | os.PathLike, *, dpi: int = 
     ax.set_ylabel(f"top-1 on {table['splits']['test']}")
     ax.set_title(table["title"], fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=7, frameon=False)
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
