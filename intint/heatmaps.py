@@ -14,15 +14,26 @@ count exactly):
 * ``flip_double`` (test time): a second view mirrored as pixel column x → W-1-x with left/right
   channels swapped (the training Flip uses W - x on keypoints instead, spec §9 item 21).
 
-Joint maps are drawn as small patches (the window is at most floor(6σ)+2 pixels wide) scattered into
-the volume with an element-wise max. Limb windows vary in size, so limbs use patches as large as the
-batch's largest limb window, masked to each limb's own window.
+How it is fast enough for loader workers (a 17×48×56×56 volume is 2.6 M pixels, of which ~20 k are
+lit per person): every map is drawn as small patches (a joint window is at most floor(6σ)+2 pixels
+wide; limb patches are as large as the batch's largest limb window, masked to each limb's own
+window), computed in float32, rounded once to the output dtype, and written with ONE
+``scatter_reduce_(amax)`` into the zeroed output. The max is what combines persons, and it also makes
+duplicate indices harmless (a patch clamped at the frame edge repeats an edge pixel with the same
+value, or with 0). On the CPU the scatter runs on the output's bits viewed as integers: for values
+>= 0 the integer order of IEEE bits is the float order, and the integer kernels are several times
+faster than the float16 ones. The mirrored view of ``flip_double`` is a second set of indices for the
+same patch values, not a flipped copy of the volume. The output can be the caller's tensor
+(``out=``, e.g. a slice of a shared-memory batch buffer, any strides) in float16 / bfloat16 /
+float32 / float64; each equals the float32 volume rounded to that dtype.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +42,15 @@ from intint import skeleton
 
 EPS = 1e-3  # the reference's score floor: keypoints / limbs scoring below it draw nothing
 _LIMB_CHUNK_ELEMENTS = 1 << 22  # limb patches are evaluated at most this many pixels at a time
+# torch.threshold keeps s > t: the float32 just below EPS keeps exactly s >= float32(EPS), the reference test
+_BELOW_EPS = float(np.nextafter(np.float32(EPS), np.float32(0)))
+_FAR = -1e6  # where non-finite coordinates go: far outside any frame, so their windows are empty
+# Output dtypes, and the integer type of the same width whose order matches theirs for values >= 0
+_BITS = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+         torch.float64: torch.int64}
+# Devices whose scatter runs on the integer view (CPU: integer kernels are several times faster than the
+# float16 ones); elsewhere scatter_reduce_(amax) runs on the floats themselves, with the same result.
+_INTEGER_SCATTER_DEVICES = ("cpu",)
 
 ArrayLike = np.ndarray | torch.Tensor
 Limbs = Sequence[tuple[int, int]] | bool | None
@@ -43,9 +63,9 @@ def _as_tensor(value: ArrayLike, field: str, device: torch.device | None) -> tor
         tensor = torch.from_numpy(np.ascontiguousarray(value))
     else:
         raise TypeError(f"field {field!r}: expected a NumPy array or a torch tensor, got {type(value)}")
-    if device is not None:
+    if device is not None and tensor.device != device:
         tensor = tensor.to(device)
-    return tensor.to(torch.float32)
+    return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
 
 
 def _resolve_limbs(limbs: Limbs, num_joints: int) -> tuple[tuple[int, int], ...] | None:
@@ -74,6 +94,151 @@ def limb_flip_index(limbs: Sequence[tuple[int, int]]) -> tuple[int, ...]:
     return tuple(order)
 
 
+# ------------------------------------------------------------------------------------ output layout
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the entries (clip, person, frame, channel), in that order, land in the output's memory.
+
+    ``base`` is V×N: the flat offset of pixel (0, 0) of each entry's frame in each view (view 1, the
+    mirror image, already includes the W-1 column shift and the swapped channel). ``xy_strides`` is
+    V×2×1×1: (stride_x, stride_y) in view 0, (-stride_x, stride_y) in view 1, so pixel (col, row) of an
+    entry lands at ``base + col·xy_strides[v, 0] + row·xy_strides[v, 1]``.
+    """
+
+    base: torch.Tensor
+    xy_strides: torch.Tensor
+    joint_base: torch.Tensor  # ``base`` as V×1×1×N, for the joint index V×P(y)×P(x)×N
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(
+    lead: tuple[int, int, int, int],
+    strides: tuple[int, ...],
+    width: int,
+    mirror: tuple[int, ...] | None,
+    device: torch.device,
+) -> _Layout:
+    """Offsets for B×M×T×C entries in an output B×(V·C)×T×H×W with the given strides (cached: the
+    loader renders the same shape over and over, and these are a dozen tiny tensor ops)."""
+    b, m, t, c = lead
+    sb, sk, st, sy, sx = strides
+    clip = torch.arange(b, device=device).view(b, 1, 1, 1) * sb
+    frame = torch.arange(t, device=device).view(1, 1, t, 1) * st
+    channel = torch.arange(c, device=device).view(1, 1, 1, c)
+    views = [(clip + frame + channel * sk).expand(b, m, t, c).reshape(-1)]
+    steps = [(sx, sy)]
+    if mirror is not None:
+        swapped = torch.argsort(torch.tensor(mirror, device=device)).view(1, 1, 1, c)  # channel k → slot j
+        views.append((clip + frame + (c + swapped) * sk + (width - 1) * sx).expand(b, m, t, c).reshape(-1))
+        steps.append((-sx, sy))
+    xy_strides = torch.tensor(steps, dtype=torch.int64, device=device).view(-1, 2, 1, 1)
+    base = torch.stack(views)
+    return _Layout(base, xy_strides, base[:, None, None])
+
+
+@dataclass(frozen=True)
+class _Canvas:
+    """The output as the scatter sees it: a flat view over its memory, viewed as ``bits`` on the CPU."""
+
+    flat: torch.Tensor
+    dtype: torch.dtype  # the output's float dtype
+    bits: torch.dtype | None  # the same-width integer dtype the flat view has (CPU), else None
+
+    @staticmethod
+    def of(out: torch.Tensor) -> _Canvas:
+        span = 1 + sum((size - 1) * stride for size, stride in zip(out.shape, out.stride(), strict=True))
+        flat = out.as_strided((span,), (1,))
+        bits = _BITS[out.dtype] if out.device.type in _INTEGER_SCATTER_DEVICES else None
+        return _Canvas(flat if bits is None else flat.view(bits), out.dtype, bits)
+
+
+def _scatter_max(canvas: _Canvas, index: torch.Tensor, values: torch.Tensor) -> None:
+    """Max float32 values >= 0 (broadcast to the index's shape V×...) into the canvas at ``index``.
+
+    Values are rounded to the output dtype first (rounding is monotonic, so the max of rounded values
+    is the rounded max).
+    """
+    src = values if canvas.dtype == torch.float32 else values.to(canvas.dtype)
+    if canvas.bits is not None:
+        src = src.view(canvas.bits)
+    if src.numel() != index.numel():
+        src = src.expand(index.shape)
+    canvas.flat.scatter_reduce_(0, index.reshape(-1), src.reshape(-1), reduce="amax", include_self=True)
+
+
+# ------------------------------------------------------------------------------------------ drawing
+
+
+@dataclass(frozen=True)
+class _JointGrid:
+    """Per-(H, W, σ) constants of the joint patches (P = patch width)."""
+
+    offsets: torch.Tensor  # 2×1×1×1 float64: -3σ, +3σ (window start and end around the centre)
+    steps: torch.Tensor  # 1×P×1 float32: 0, 1, ..., P-1
+    first: torch.Tensor  # 0-dim float32: 0
+    last: torch.Tensor  # 2×1×1 float32: W-1, H-1
+    inf: torch.Tensor  # 0-dim float32: +inf
+    patch: int
+    high: float  # window bounds are clamped to [-patch, high]: same pixels inside, exact in float32
+
+
+@functools.lru_cache(maxsize=16)
+def _joint_grid(height: int, width: int, sigma: float, device: torch.device) -> _JointGrid:
+    # widest window: int(μ+3σ) - int(μ-3σ) + 1 <= floor(6σ) + 2 (the 1e-9 guards 6σ rounding just below
+    # an integer)
+    patch = int(math.floor(6 * sigma + 1e-9)) + 2
+    f32 = {"dtype": torch.float32, "device": device}
+    return _JointGrid(
+        offsets=torch.tensor([-3 * sigma, 3 * sigma], dtype=torch.float64, device=device).view(2, 1, 1, 1),
+        steps=torch.arange(patch, **f32).view(1, patch, 1),
+        first=torch.zeros((), **f32),
+        last=torch.tensor([width - 1.0, height - 1.0], **f32).view(2, 1, 1),
+        inf=torch.full((), math.inf, **f32),
+        patch=patch,
+        high=float(max(height, width)),
+    )
+
+
+def _joint_patches(
+    kp: torch.Tensor, score: torch.Tensor, height: int, width: int, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint patches for kp B×M×T×V×2 and score B×M×T×V (float32), N = B·M·T·V entries: pixel
+    coordinates 2(x, y)×P×N (int64) and values P(y)×P(x)×N (float32).
+
+    The entry axis is last so every elementwise op runs over N contiguous elements (with the P = 5
+    axis innermost, torch's loops spend most of their time on loop overhead). The window
+    [int(μ-3σ), int(μ+3σ)] is computed in float64 (the reference's scalar maths ran in double). Patch
+    pixels start at the window start and are clamped into the frame; pixels outside the window get an
+    infinite distance, hence the value 0. Non-finite coordinates are moved far outside the frame and
+    non-finite scores count as 0, so they draw nothing. Bitwise the reference's
+    ``exp(-(dx² + dy²) / 2 / σ²) · score``: halving is exact, so it is applied to dx² and dy² first.
+    """
+    grid = _joint_grid(height, width, sigma, kp.device)
+    keep = torch.threshold(score.reshape(-1), _BELOW_EPS, 0.0).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    xy = kp.movedim(-1, 0).contiguous().view(2, 1, -1)  # 2(x, y)×1×N, N contiguous
+    centre = xy.double().nan_to_num_(nan=_FAR, posinf=_FAR, neginf=_FAR)
+    # integer-valued window bounds 2(start, end)×2(x, y)×1×N; after the clamp float32 holds them exactly
+    lo, hi = (centre + grid.offsets).trunc_().clamp_(-grid.patch, grid.high).to(torch.float32).unbind(0)
+    pix = (lo + grid.steps).clamp_(min=grid.first, max=grid.last)  # 2×P×N
+    inside = (pix >= lo) & (pix <= hi)
+    half = torch.where(inside, (pix - xy).square_(), grid.inf).div_(-2)  # -d²/2 per axis
+    values = (half[1, :, None] + half[0]).div_(sigma**2).exp_().mul_(keep)  # P(y)×P(x)×N
+    return pix.long(), values
+
+
+def _joint_maps(
+    kp: torch.Tensor, score: torch.Tensor, canvas: _Canvas, layout: _Layout, height: int, width: int,
+    sigma: float,
+) -> None:
+    """Draws the joint maps of kp B×M×T×V×2, score B×M×T×V (float32) into the zeroed canvas."""
+    pix, values = _joint_patches(kp, score, height, width, sigma)
+    offset = pix * layout.xy_strides  # V×2×P×N: column and row offsets in each view
+    index = (layout.joint_base + offset[:, 1, :, None]) + offset[:, 0, None]  # V×P(y)×P(x)×N
+    _scatter_max(canvas, index, values)
+
+
 def _window(lo: torch.Tensor, hi: torch.Tensor, radius: float, size: int) -> tuple[torch.Tensor, ...]:
     """The reference's window [max(int(lo - r), 0), min(int(hi + r) + 1, size)) per entry, as int64.
 
@@ -85,75 +250,21 @@ def _window(lo: torch.Tensor, hi: torch.Tensor, radius: float, size: int) -> tup
     return start.long(), stop.long()
 
 
-def _scatter_max(
-    out: torch.Tensor,
-    base: torch.Tensor,
-    x0: torch.Tensor,
-    y0: torch.Tensor,
-    width: int,
-    height: int,
-    values: torch.Tensor,
-) -> None:
-    """Max patches N×Py×Px with top-left pixels (x0, y0) into ``out`` (flat), at offsets ``base`` (N).
-
-    Entries to skip must carry 0 in ``values``: they are clamped onto a valid pixel, where a max with 0
-    changes nothing because the volume starts at 0 and every value is >= 0.
-    """
-    _, py, px = values.shape
-    cols = (x0[:, None] + torch.arange(px, device=x0.device)).clamp_(max=width - 1)
-    rows = (y0[:, None] + torch.arange(py, device=y0.device)).clamp_(max=height - 1)
-    index = (base[:, None] + rows * width)[:, :, None] + cols[:, None, :]
-    out.scatter_reduce_(0, index.view(-1), values.reshape(-1), reduce="amax", include_self=True)
-
-
-def _volume_base(
-    b: int, m: int, t: int, k: int, height: int, width: int, device: torch.device
-) -> torch.Tensor:
-    """Flat offset of frame t of channel k of clip b in a B×K×T×H×W volume, for entries ordered B×M×T×K."""
-    bi = torch.arange(b, device=device).view(b, 1, 1, 1)
-    ti = torch.arange(t, device=device).view(1, 1, t, 1)
-    ki = torch.arange(k, device=device).view(1, 1, 1, k)
-    return (((bi * k + ki) * t + ti) * (height * width)).expand(b, m, t, k).reshape(-1)
-
-
-def _joint_maps(kp: torch.Tensor, score: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
-    """Joint volumes B×V×T×H×W from kp B×M×T×V×2 and score B×M×T×V (finite, float32)."""
-    b, m, t, v, _ = kp.shape
-    device = kp.device
-    patch = int(math.floor(6 * sigma)) + 2  # widest possible window
-    mu = kp.reshape(-1, 2)
-    mu_x, mu_y = mu[:, 0], mu[:, 1]
-    x0, x1 = _window(mu_x, mu_x, 3 * sigma, width)
-    y0, y1 = _window(mu_y, mu_y, 3 * sigma, height)
-    steps = torch.arange(patch, device=device)
-    xs, ys = x0[:, None] + steps, y0[:, None] + steps  # N×P
-    dx2 = (xs.to(torch.float32) - mu_x[:, None]).square_()
-    dy2 = (ys.to(torch.float32) - mu_y[:, None]).square_()
-    values = (dy2[:, :, None] + dx2[:, None, :]).neg_().div_(2).div_(sigma**2).exp_()  # N×P(y)×P(x)
-    keep = (score.reshape(-1) >= EPS).to(torch.float32)
-    in_x = (xs < x1[:, None]).to(torch.float32).mul_((score.reshape(-1) * keep)[:, None])
-    in_y = (ys < y1[:, None]).to(torch.float32)
-    values.mul_(in_y[:, :, None]).mul_(in_x[:, None, :])
-    out = torch.zeros(b * v * t * height * width, dtype=torch.float32, device=device)
-    _scatter_max(out, _volume_base(b, m, t, v, height, width, device), x0, y0, width, height, values)
-    return out.view(b, v, t, height, width)
-
-
 def _limb_maps(
     kp: torch.Tensor,
     score: torch.Tensor,
+    canvas: _Canvas,
+    layout: _Layout,
     height: int,
     width: int,
     sigma: float,
     limbs: tuple[tuple[int, int], ...],
-) -> torch.Tensor:
-    """Limb volumes B×L×T×H×W from kp B×M×T×V×2 and score B×M×T×V (finite, float32).
+) -> None:
+    """Draws the limb maps of kp B×M×T×V×2, score B×M×T×V (finite, float32) into the zeroed canvas.
 
     Each limb is evaluated on a patch as large as the largest window in the batch, in chunks that
     bound the memory when a limb spans the frame.
     """
-    b, m, t, _, _ = kp.shape
-    n_limbs = len(limbs)
     device = kp.device
     ia = torch.tensor([i for i, _ in limbs], device=device)
     ib = torch.tensor([j for _, j in limbs], device=device)
@@ -167,25 +278,28 @@ def _limb_maps(
     x0, x1 = _window(lo[:, 0], hi[:, 0], 3 * sigma, width)
     y0, y1 = _window(lo[:, 1], hi[:, 1], 3 * sigma, height)
     live = (s_min >= EPS) & (x1 > x0) & (y1 > y0)
-    out = torch.zeros(b * n_limbs * t * height * width, dtype=torch.float32, device=device)
     if not bool(live.any()):
-        return out.view(b, n_limbs, t, height, width)
+        return
     px = int((x1 - x0)[live].max())
     py = int((y1 - y0)[live].max())
-    base = _volume_base(b, m, t, n_limbs, height, width, device)
     value = torch.where(short, s_a, s_min) * live
     idx = torch.nonzero(live).squeeze(1)  # only live entries are evaluated
     chunk = max(1, _LIMB_CHUNK_ELEMENTS // (px * py))
+    steps_x, steps_y = torch.arange(px, device=device), torch.arange(py, device=device)
     for lo_i in range(0, idx.numel(), chunk):
         sel = idx[lo_i : lo_i + chunk]
         patch = _limb_patch(
             a[sel], c[sel], d2_ac[sel], short[sel], value[sel], x0[sel], y0[sel], px, py, sigma
         )
-        in_x = ((x0[sel, None] + torch.arange(px, device=device)) < x1[sel, None]).to(torch.float32)
-        in_y = ((y0[sel, None] + torch.arange(py, device=device)) < y1[sel, None]).to(torch.float32)
-        patch.mul_(in_y[:, :, None]).mul_(in_x[:, None, :])
-        _scatter_max(out, base[sel], x0[sel], y0[sel], width, height, patch)
-    return out.view(b, n_limbs, t, height, width)
+        patch.nan_to_num_(nan=0.0)  # endpoints beyond ~1e19 px overflow the float32 distances to inf - inf
+        cols, rows = x0[sel, None] + steps_x, y0[sel, None] + steps_y
+        patch.mul_((rows < y1[sel, None]).to(torch.float32)[:, :, None])
+        patch.mul_((cols < x1[sel, None]).to(torch.float32)[:, None, :])
+        # pixels past the frame edge are outside the window (value 0): clamping them onto the edge
+        # pixel only adds a max with 0 there
+        rows = rows.clamp_(max=height - 1)[:, :, None] * layout.xy_strides[:, 1:]  # V×n×Py×1
+        cols = cols.clamp_(max=width - 1)[:, None, :] * layout.xy_strides[:, :1]  # V×n×1×Px
+        _scatter_max(canvas, (layout.base[:, sel, None, None] + rows) + cols, patch)  # V×n×Py×Px
 
 
 def _limb_patch(
@@ -230,19 +344,34 @@ def render_batch(
     sigma: float = 0.6,
     limbs: Limbs = None,
     flip_double: bool = False,
+    dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Heatmap volumes for a batch of clips: keypoint B×M×T×V×2, score B×M×T×V → B×K×T×H×W float32.
+    """Heatmap volumes for a batch of clips: keypoint B×M×T×V×2, score B×M×T×V → B×K×T×H×W.
 
     K = V joint maps, or one map per limb when ``limbs`` is given (``True`` = ``skeleton.LIMBS``).
     With ``flip_double`` K doubles: the K channels of the clip, then the K channels of its mirror
-    image. Runs on the device of a tensor input (NumPy inputs render on the CPU). Coordinates are in
-    pixels of the H×W frame; non-finite coordinates draw nothing.
+    image. Coordinates are in pixels of the H×W frame; non-finite coordinates draw nothing.
+
+    ``dtype`` (default float32; float16, bfloat16 or float64) is the output dtype: the float32 volume
+    rounded once, e.g. float16 for a worker → main-process hand-off at half the bytes. ``out`` renders
+    into the caller's tensor instead (shape B×K×T×H×W, any strides, e.g. a slice of a shared-memory
+    batch buffer; its dtype is the output dtype); it is overwritten entirely and returned. Runs on the
+    device of ``out``, else of a tensor input (NumPy inputs without ``out`` render on the CPU).
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"render: height and width must be positive, got {(height, width)}")
     if sigma <= 0:
         raise ValueError(f"render: sigma must be positive, got {sigma}")
-    device = keypoint.device if isinstance(keypoint, torch.Tensor) else None
+    if out is not None:
+        if dtype is not None and dtype != out.dtype:
+            raise ValueError(f"field 'out': dtype {out.dtype} differs from dtype={dtype}")
+        dtype, device = out.dtype, out.device
+    else:
+        dtype = torch.float32 if dtype is None else dtype
+        device = keypoint.device if isinstance(keypoint, torch.Tensor) else None
+    if dtype not in _BITS:
+        raise ValueError(f"render: output dtype must be one of {sorted(map(str, _BITS))}, got {dtype}")
     kp = _as_tensor(keypoint, "keypoint", device)
     score = _as_tensor(keypoint_score, "keypoint_score", kp.device)
     if kp.ndim != 5 or kp.shape[-1] != 2:
@@ -251,23 +380,37 @@ def render_batch(
         raise ValueError(
             f"field 'keypoint_score': expected shape {tuple(kp.shape[:-1])}, got {tuple(score.shape)}"
         )
-    finite = torch.isfinite(kp).all(dim=-1) & torch.isfinite(score)
-    kp = torch.where(finite[..., None], kp, torch.zeros((), device=kp.device))
-    score = torch.where(finite, score, torch.zeros((), device=kp.device))
 
-    pairs = _resolve_limbs(limbs, kp.shape[3])
-    if pairs is None:
-        maps = _joint_maps(kp, score, height, width, sigma)
-        order = skeleton.FLIP_INDEX
+    b, m, t, v, _ = kp.shape
+    pairs = _resolve_limbs(limbs, v)
+    channels = v if pairs is None else len(pairs)
+    mirror = None
+    if flip_double:
+        mirror = skeleton.FLIP_INDEX if pairs is None else (
+            skeleton.LIMB_FLIP_INDEX if pairs == skeleton.LIMBS else limb_flip_index(pairs))
+        if len(mirror) != channels:
+            raise ValueError(f"render: flip_double needs the COCO-17 layout, got {channels} channels")
+    shape = (b, channels * (2 if flip_double else 1), t, height, width)
+    if out is None:
+        out = torch.zeros(shape, dtype=dtype, device=kp.device)
     else:
-        maps = _limb_maps(kp, score, height, width, sigma, pairs)
-        order = skeleton.LIMB_FLIP_INDEX if pairs == skeleton.LIMBS else limb_flip_index(pairs)
-    if not flip_double:
-        return maps
-    if len(order) != maps.shape[1]:
-        raise ValueError(f"render: flip_double needs the COCO-17 layout, got {maps.shape[1]} channels")
-    mirrored = maps.flip(-1)[:, torch.tensor(order, device=maps.device)]
-    return torch.cat([maps, mirrored], dim=1)
+        if tuple(out.shape) != shape:
+            raise ValueError(f"field 'out': expected shape {shape}, got {tuple(out.shape)}")
+        if any(stride <= 0 for size, stride in zip(out.shape, out.stride(), strict=True) if size > 1):
+            raise ValueError(f"field 'out': strides {out.stride()} overlap (an expanded tensor?)")
+        out.zero_()
+    if out.numel() == 0 or m == 0:
+        return out
+    layout = _layout((b, m, t, channels), tuple(out.stride()), width, mirror, kp.device)
+    canvas = _Canvas.of(out)
+    if pairs is None:
+        _joint_maps(kp, score, canvas, layout, height, width, sigma)
+    else:
+        finite = torch.isfinite(kp).all(dim=-1) & torch.isfinite(score)
+        kp = torch.where(finite[..., None], kp, torch.zeros((), device=kp.device))
+        score = torch.where(finite, score, torch.zeros((), device=kp.device))
+        _limb_maps(kp, score, canvas, layout, height, width, sigma, pairs)
+    return out
 
 
 def render(
@@ -279,15 +422,18 @@ def render(
     sigma: float = 0.6,
     limbs: Limbs = None,
     flip_double: bool = False,
+    dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Heatmap volume of one clip: keypoint M×T×V×2, score M×T×V → K×T×H×W float32 (``render_batch``
-    on a batch of one; see there for K, ``limbs`` and ``flip_double``).
+    """Heatmap volume of one clip: keypoint M×T×V×2, score M×T×V → K×T×H×W (``render_batch`` on a
+    batch of one; see there for K, ``limbs``, ``flip_double``, ``dtype`` and ``out``, here K×T×H×W).
     """
     if keypoint.ndim != 4:
         raise ValueError(f"field 'keypoint': expected M×T×V×2, got shape {tuple(keypoint.shape)}")
     if keypoint_score.ndim != 3:
         raise ValueError(f"field 'keypoint_score': expected M×T×V, got shape {tuple(keypoint_score.shape)}")
-    out = render_batch(
-        keypoint[None], keypoint_score[None], height, width, sigma=sigma, limbs=limbs, flip_double=flip_double
+    batch = render_batch(
+        keypoint[None], keypoint_score[None], height, width, sigma=sigma, limbs=limbs,
+        flip_double=flip_double, dtype=dtype, out=None if out is None else out[None],
     )
-    return out[0]
+    return batch[0] if out is None else out

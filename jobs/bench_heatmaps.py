@@ -1,16 +1,26 @@
-"""Benchmark: heatmap rendering throughput on one CPU thread, intint vs a reference-style baseline.
+"""Benchmark: heatmap rendering throughput on one CPU thread, intint's variants vs a reference-style baseline.
 
 The baseline restates the reference GeneratePoseTarget loop (spec §5): NumPy, one small patch per
-frame × joint × person. Both are timed in the same run on the same clips, so the ratio holds even on
-a shared machine where absolute figures drift.
+frame × joint × person. All variants are timed in the same run on the same clips, interleaved round by
+round and reported as the best round, so the ratios hold even on a shared machine where absolute
+figures drift.
 
-    python jobs/bench_heatmaps.py [--size 56] [--frames 48] [--repeats 30] [--json]
+Variants of ``render`` (one 17-joint clip M×T×17 → 17×T×H×W):
+* ``f32``: default, a new float32 volume per call;
+* ``f16``: ``dtype=torch.float16``, a new float16 volume (half the bytes to write and to hand over);
+* ``f32_out`` / ``f16_out``: ``out=`` a preallocated volume, reused across calls;
+* ``f16_out_fresh_shm``: ``out=`` a slice of a fresh shared-memory batch buffer of ``--batch`` clips, as
+  a DataLoader worker hands batches to the main process; the per-clip figure includes creating that
+  buffer and the kernel's first-touch page faults, i.e. the cost of handing the result over.
+
+    python jobs/bench_heatmaps.py [--size 56] [--frames 48] [--repeats 10] [--rounds 15] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 
@@ -19,11 +29,13 @@ import torch
 
 from intint.heatmaps import EPS, render
 
+NUM_JOINTS = 17
+
 
 def reference_style_joint_maps(
     kp: np.ndarray, score: np.ndarray, height: int, width: int, sigma: float
 ) -> np.ndarray:
-    """Joint heatmaps T×V×H×W the way the reference computes them: Python loops over frames, joints
+    """Joint heatmaps V×T×H×W the way the reference computes them: Python loops over frames, joints
     and persons, a NumPy patch for each.
     """
     _, t, v, _ = kp.shape
@@ -48,38 +60,79 @@ def reference_style_joint_maps(
 def synthetic_clip(persons: int, frames: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A clip with every joint inside the frame and scores U(0.25, 1), like a compacted real clip."""
     rng = np.random.default_rng(seed)
-    kp = rng.uniform(1, size - 1, size=(persons, frames, 17, 2)).astype(np.float32)
-    score = rng.uniform(0.25, 1.0, size=(persons, frames, 17)).astype(np.float32)
+    kp = rng.uniform(1, size - 1, size=(persons, frames, NUM_JOINTS, 2)).astype(np.float32)
+    score = rng.uniform(0.25, 1.0, size=(persons, frames, NUM_JOINTS)).astype(np.float32)
     return kp, score
 
 
-def samples_per_second(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    best = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
+def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor in a fresh shared-memory segment (what a DataLoader worker sends as a fd)."""
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return elem.new(storage).resize_(*shape)
+
+
+def best_seconds(fns: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, float]:
+    """Seconds per item of each ``fn`` (which handles ``items`` clips per call), best round of ``rounds``.
+
+    The variants take turns within each round, so a burst of load from other processes hits all of them.
+    """
+    best = dict.fromkeys(fns, math.inf)
+    for fn, _ in fns.values():
+        fn()  # warm-up: caches, allocator, lazy imports
+    for _ in range(rounds):
+        for name, (fn, items) in fns.items():
+            start = time.perf_counter()
             fn()
-        best.append((time.perf_counter() - start) / repeats)
-    return 1.0 / min(best)
+            best[name] = min(best[name], (time.perf_counter() - start) / items)
+    return best
 
 
-def measure(persons: int, frames: int, size: int, sigma: float, repeats: int) -> dict[str, object]:
-    """Throughput of ``render`` and of the baseline on one synthetic M×T×17 clip, and their max difference."""
+def measure(persons: int, frames: int, size: int, sigma: float, repeats: int, rounds: int,
+            batch: int) -> dict[str, object]:
+    """Clips/s of each variant and of the baseline on one synthetic M×T×17 clip; checks they agree."""
     kp, score = synthetic_clip(persons, frames, size, seed=persons)
-    ours = render(kp, score, size, size, sigma=sigma).numpy()
+    shape = (NUM_JOINTS, frames, size, size)
+    out32 = torch.empty(shape, dtype=torch.float32)
+    out16 = torch.empty(shape, dtype=torch.float16)
+
+    def repeated(fn: Callable[[], object]) -> tuple[Callable[[], None], int]:
+        def run() -> None:
+            for _ in range(repeats):
+                fn()
+        return run, repeats
+
+    def fresh_shm_batch() -> None:
+        buffer = shared_empty((batch, *shape), torch.float16)
+        for i in range(batch):
+            render(kp, score, size, size, sigma=sigma, out=buffer[i])
+
+    variants = {
+        "f32": repeated(lambda: render(kp, score, size, size, sigma=sigma)),
+        "f16": repeated(lambda: render(kp, score, size, size, sigma=sigma, dtype=torch.float16)),
+        "f32_out": repeated(lambda: render(kp, score, size, size, sigma=sigma, out=out32)),
+        "f16_out": repeated(lambda: render(kp, score, size, size, sigma=sigma, out=out16)),
+        "f16_out_fresh_shm": (fresh_shm_batch, batch),
+    }
+    seconds = best_seconds(variants, rounds)
+    reference = (lambda: reference_style_joint_maps(kp, score, size, size, sigma), 1)
+    baseline = best_seconds({"baseline": reference}, max(2, rounds // 5))["baseline"]
+
     base = reference_style_joint_maps(kp, score, size, size, sigma)
-    fast = samples_per_second(lambda: render(kp, score, size, size, sigma=sigma), repeats)
-    slow = samples_per_second(
-        lambda: reference_style_joint_maps(kp, score, size, size, sigma), max(1, repeats // 5)
-    )
+    ours = render(kp, score, size, size, sigma=sigma).numpy()
+    half = render(kp, score, size, size, sigma=sigma, dtype=torch.float16)
+    if not torch.equal(half, torch.from_numpy(ours).half()):
+        raise AssertionError("float16 output differs from the float32 volume rounded to float16")
+    rate = {name: 1.0 / s for name, s in seconds.items()}
     return {
-        "clip": f"{persons}x{frames}x17",
+        "clip": f"{persons}x{frames}x{NUM_JOINTS}",
         "size": size,
-        "intint_samples_per_s": round(fast, 1),
-        "baseline_samples_per_s": round(slow, 1),
-        "speedup": round(fast / slow, 2),
-        "max_abs_diff": float(np.abs(ours - base).max()),
+        "clips_per_s": {name: round(r, 1) for name, r in rate.items()},
+        "ms_per_clip": {name: round(1e3 * s, 3) for name, s in seconds.items()},
+        "baseline_clips_per_s": round(1.0 / baseline, 1),
+        "speedup_vs_baseline": {name: round(r * baseline, 1) for name, r in rate.items()},
+        "speedup_vs_f32": {name: round(r / rate["f32"], 2) for name, r in rate.items()},
+        "max_abs_diff_vs_baseline": float(np.abs(ours - base).max()),
     }
 
 
@@ -88,20 +141,26 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=56, help="heatmap height and width (px)")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--sigma", type=float, default=0.6)
-    parser.add_argument("--repeats", type=int, default=30, help="renders per timing pass (best of 3)")
+    parser.add_argument("--repeats", type=int, default=10, help="renders per timing pass")
+    parser.add_argument("--rounds", type=int, default=15, help="timing passes per variant (best is reported)")
+    parser.add_argument("--batch", type=int, default=16, help="clips per fresh shared-memory batch buffer")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # what a DataLoader worker runs with
 
-    rows = [measure(persons, args.frames, args.size, args.sigma, args.repeats) for persons in (1, 2)]
+    rows = [measure(persons, args.frames, args.size, args.sigma, args.repeats, args.rounds, args.batch)
+            for persons in (1, 2)]
     if args.json:
         print(json.dumps({"threads": 1, "torch": torch.__version__, "results": rows}))
         return
-    print(f"heatmap render {args.size}x{args.size}, sigma {args.sigma}, 1 thread, torch {torch.__version__}")
-    print(f"{'clip M×T×V':<12}{'intint /s':>12}{'baseline /s':>14}{'speedup':>10}{'max|diff|':>12}")
+    print(f"heatmap render {args.size}x{args.size}, sigma {args.sigma}, 1 thread, torch {torch.__version__}; "
+          f"clips/s (x baseline, x f32)")
     for r in rows:
-        print(f"{r['clip']:<12}{r['intint_samples_per_s']:>12}{r['baseline_samples_per_s']:>14}"
-              f"{r['speedup']:>10}{r['max_abs_diff']:>12.2e}")
+        print(f"clip M×T×V {r['clip']}: baseline (reference-style NumPy loop) {r['baseline_clips_per_s']}/s, "
+              f"max|diff| {r['max_abs_diff_vs_baseline']:.2e}")
+        for name, rate in r["clips_per_s"].items():
+            print(f"  {name:<18}{rate:>10}/s {r['ms_per_clip'][name]:>8.3f} ms"
+                  f"{r['speedup_vs_baseline'][name]:>9}x{r['speedup_vs_f32'][name]:>7}x")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from intint import skeleton
+from intint import heatmaps, skeleton
 from intint.heatmaps import limb_flip_index, render, render_batch
 from intint.sampling import uniform_indices
 from intint.transforms import preset_pipeline
@@ -179,3 +179,138 @@ def test_bad_inputs_name_the_field() -> None:
         render(kp, score[:, :, :5], 8, 8)
     with pytest.raises(ValueError, match="flip_double"):
         render(*_single(1.0, 1.0, 1.0, v=5), 8, 8, flip_double=True)
+
+
+# ------------------------------------------------------------------------------------- dtype & out=
+
+LOW_PRECISION = [torch.float16, torch.bfloat16, torch.float64]
+OPTIONS = [{}, {"flip_double": True}, {"limbs": True}, {"limbs": True, "flip_double": True}]
+
+
+def _crowded_clips(batch: int = 2, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Three persons on a 12×14 frame, joints half a pixel apart on a grid (coincident windows, windows
+    cut by every edge), some joints off-frame, non-finite or below the score floor."""
+    rng = np.random.default_rng(seed)
+    kp = (np.round(rng.uniform(-3, 16, size=(batch, 3, 4, 17, 2)) * 2) / 2).astype(np.float32)
+    kp[:, 1, :, :5] = kp[:, 0, :, :5] + 0.5  # person 1 overlaps person 0 on five joints
+    score = rng.uniform(0, 1, size=(batch, 3, 4, 17)).astype(np.float32)
+    kp[0, 2, 1, 3] = (np.nan, 4.0)
+    kp[0, 2, 2, 4] = (np.inf, 4.0)
+    score[0, 2, 3, 5] = np.inf
+    score[1, 2, 0, :3] = 5e-4
+    return kp, score
+
+
+def _loop_joint_maps(kp: np.ndarray, score: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The reference's GeneratePoseTarget joint loop (M×T×V → V×T×H×W), skipping non-finite entries."""
+    _, t, v, _ = kp.shape
+    out = np.zeros((v, t, height, width), np.float32)
+    for (f, k), target in zip(np.ndindex(t, v), (out[k, f] for f, k in np.ndindex(t, v)), strict=True):
+        for (mu_x, mu_y), value in zip(kp[:, f, k], score[:, f, k], strict=True):
+            if not (np.isfinite(mu_x) and np.isfinite(mu_y) and np.isfinite(value)) or value < 1e-3:
+                continue
+            x0, x1 = max(int(mu_x - 3 * SIGMA), 0), min(int(mu_x + 3 * SIGMA) + 1, width)
+            y0, y1 = max(int(mu_y - 3 * SIGMA), 0), min(int(mu_y + 3 * SIGMA) + 1, height)
+            xs = np.arange(x0, x1, dtype=np.float32)
+            ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+            if xs.size and ys.size:
+                patch = np.exp(-((xs - mu_x) ** 2 + (ys - mu_y) ** 2) / 2 / SIGMA**2) * value
+                np.maximum(target[y0:y1, x0:x1], patch, out=target[y0:y1, x0:x1])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_crowded_persons_match_a_per_joint_loop(dtype: torch.dtype) -> None:
+    # overlapping persons in every order, windows cut by the frame edges: max per pixel, as the reference
+    kp, score = _crowded_clips()
+    for i in range(kp.shape[0]):
+        expected = torch.from_numpy(_loop_joint_maps(kp[i], score[i], 12, 14))
+        out = render(kp[i], score[i], 12, 14, dtype=dtype)
+        if dtype == torch.float32:
+            assert torch.equal(out > 0, expected > 0)
+            torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)  # exp may differ by an ulp
+        else:
+            torch.testing.assert_close(out.float(), expected, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_dtype_is_the_float32_volume_rounded(options: dict) -> None:
+    kp, score = _crowded_clips()
+    ref = render_batch(kp, score, 12, 14, **options)
+    for dtype in LOW_PRECISION:
+        out = render_batch(kp, score, 12, 14, dtype=dtype, **options)
+        assert out.dtype == dtype and torch.equal(out, ref.to(dtype)), dtype
+        single = render(kp[1], score[1], 12, 14, dtype=dtype, **options)
+        assert torch.equal(single, ref[1].to(dtype)), dtype
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_out_is_overwritten_in_place_and_returned(options: dict) -> None:
+    kp, score = _crowded_clips()
+    ref32 = render_batch(kp, score, 12, 14, **options)
+    for dtype in (torch.float32, torch.float16):
+        ref = ref32.to(dtype)
+        buffer = torch.full(ref.shape, float("nan"), dtype=dtype)  # stale contents must not survive
+        assert render_batch(kp, score, 12, 14, out=buffer, **options) is buffer
+        assert torch.equal(buffer, ref), dtype
+        clip = torch.full(ref.shape[1:], 7.0, dtype=dtype)
+        assert render(kp[0], score[0], 12, 14, out=clip, **options) is clip
+        assert torch.equal(clip, ref[0]), dtype
+
+
+def test_out_may_be_any_strided_view() -> None:
+    kp, score = _crowded_clips()
+    ref = render_batch(kp, score, 12, 14, flip_double=True).half()
+    # a batch slice of a bigger buffer, and a channel slice of a tensor whose T axis comes first in memory
+    batch = torch.full((5, *ref.shape[1:]), 3.0, dtype=torch.float16)
+    render(kp[1], score[1], 12, 14, flip_double=True, out=batch[2])
+    assert torch.equal(batch[2], ref[1])
+    assert bool((batch[[0, 1, 3, 4]] == 3).all())  # neighbours untouched
+    wide = torch.full((2, 4, 40, 12, 14), 3.0, dtype=torch.float16)  # B×T×K'×H×W in memory
+    view = wide.transpose(1, 2)[:, 3:37]  # B×34×T×H×W, not contiguous
+    assert render_batch(kp, score, 12, 14, flip_double=True, out=view) is view
+    assert torch.equal(view, ref)
+    assert bool((wide[:, :, :3] == 3).all()) and bool((wide[:, :, 37:] == 3).all())
+
+
+def test_float_scatter_path_matches_integer_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # devices other than the CPU scatter the float values themselves; both must give the same volume
+    kp, score = _crowded_clips()
+    results = []
+    for devices in (("cpu",), ()):
+        monkeypatch.setattr(heatmaps, "_INTEGER_SCATTER_DEVICES", devices)
+        results.append([render_batch(kp, score, 12, 14, dtype=dtype, **options)
+                        for dtype in (torch.float32, torch.float16) for options in OPTIONS])
+    for on_bits, on_floats in zip(*results, strict=True):
+        assert torch.equal(on_bits, on_floats)
+
+
+def test_float16_output_matches_reference(golden: np.lib.npyio.NpzFile) -> None:
+    out = render(golden["c04/pipe/keypoint"], golden["c04/pipe/keypoint_score"], 64, 64,
+                 sigma=SIGMA, flip_double=True, dtype=torch.float16)
+    gold = golden["c04/pipe/heatmap"].astype(np.float32).reshape(out.shape)
+    assert np.abs(out.float().numpy() - gold).max() <= 5e-4
+
+
+def test_far_limb_endpoints_draw_no_nan() -> None:
+    # float32 distances to an endpoint at 1e30 px overflow; the limb must not poison the volume with NaN
+    kp = np.zeros((1, 1, 17, 2), np.float32)
+    score = np.zeros((1, 1, 17), np.float32)
+    kp[0, 0, 5], kp[0, 0, 7], kp[0, 0, 9] = (10.0, 8.0), (1e30, 8.0), (20.0, 8.0)  # elbow far away
+    kp[0, 0, 11], kp[0, 0, 13] = (10.0, 4.0), (20.0, 4.0)
+    score[0, 0, [5, 7, 9, 11, 13]] = 0.9
+    out = render(kp, score, 16, 32, limbs=True)
+    assert bool(torch.isfinite(out).all())
+    assert float(out[11, 0, 4, 15]) == pytest.approx(0.9)  # limb 11 (hip → knee) is drawn as usual
+
+
+def test_bad_out_and_dtype_are_named() -> None:
+    kp, score = _single(1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="'out'"):
+        render(kp, score, 8, 8, out=torch.empty(17, 1, 8, 9))
+    with pytest.raises(ValueError, match="'out'"):
+        render(kp, score, 8, 8, out=torch.empty(17, 1, 8, 8), dtype=torch.float16)
+    with pytest.raises(ValueError, match="'out'"):
+        render(kp, score, 8, 8, out=torch.empty(1, 1, 8, 8).expand(17, 1, 8, 8))
+    with pytest.raises(ValueError, match="dtype"):
+        render(kp, score, 8, 8, dtype=torch.int32)
