@@ -17,8 +17,9 @@ What crosses the process boundary, and why:
   with absent slots (zeros, score 0, which draw nothing) to ``max_persons``. That is ~13 KB per clip
   against 5 MB of float16 heatmaps; float16 coordinates would save 6 KB but move a Gaussian of
   σ = 0.6 px by up to 1/32 px, several percent of its value.
-* Batch tensors are allocated straight in shared memory in the worker (as torch's own collate does),
-  so the hand-off to the main process passes a file descriptor, not a copy.
+* One shared-memory tensor per batch (the heatmaps of all pathways), allocated there from the start
+  as torch's own collate does, so the hand-off passes one file descriptor, not a copy; everything
+  small travels by value (``BatchBuilder`` explains the wire layout, ``unpack`` restores the contract).
 
 Training order is deterministic (``intint.loaderplan``): the shard order is shuffled by
 (seed, epoch), split by rank then by worker, each worker shuffles its raw samples with a buffer
@@ -42,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from intint import heatmaps, intensity, loaderplan, reweight, shardio
+from intint.bufferpool import Ledger, WorkerBuffers
 from intint.clips import PATHWAYS, Clip, ClipMaker, render_views
 from intint.shardstream import (
     CorruptSample,
@@ -58,8 +60,8 @@ from intint.transforms import PipelineConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoaderConfig", "LoaderState", "SkipCounter", "TrainLoader", "EvalLoader", "train_loader",
-           "eval_loader", "to_device", "PATHWAYS"]
+__all__ = ["LoaderConfig", "LoaderState", "SkipCounter", "TrainLoader", "EvalLoader", "BatchBuilder",
+           "unpack", "train_loader", "eval_loader", "to_device", "PATHWAYS"]
 
 
 @dataclass
@@ -195,75 +197,131 @@ class _Skips:
         return n
 
 
-class _BatchBuilder:
-    """Fills one batch in place: heatmaps rendered per sample (workers) or padded keypoint clips (device)."""
+class BatchBuilder:
+    """Fills one batch in place, in the *wire* layout that crosses from a worker to the main process.
 
-    def __init__(self, cfg: LoaderConfig, size: int, num_clips: int | None, flip_double: bool) -> None:
+    Wire batch: ``"pathways"`` (names, in order), ``"label"`` (int64 ndarray), ``"key"``, ``"skipped"``,
+    ``"size"`` (h, w), ``"views"`` (eval: (num_clips, flip_double), else None), and either
+    ``"heatmaps"``, one float16 tensor P×B×K×T×H×W (eval P×B×N×K×T×H×W) in shared memory, or
+    ``"kp"``/``"score"``, float32 ndarrays P×B×M×T×V×2 / P×B×M×T×V (eval with a C axis after B).
+    Why: every shared-memory tensor costs a file-descriptor hand-off (a socket round trip per tensor,
+    ~2 ms here), so the big heatmaps go as ONE tensor and the small arrays travel by value through
+    the pipe (5× cheaper for a keypoint batch). ``unpack`` rebuilds the contract layout.
+    """
+
+    def __init__(self, cfg: LoaderConfig, size: int, num_clips: int | None, flip_double: bool,
+                 buffers: WorkerBuffers | None = None) -> None:
         self.cfg, self.size, self.num_clips, self.flip_double = cfg, size, num_clips, flip_double
+        self.buffers = buffers  # a worker's recycled heatmap buffers (training), else fresh ones
+        self.pool_slot: tuple[int, int, int] | None = None
+        self.pathways = cfg.active_pathways
         self.labels = np.zeros(size, dtype=np.int64)
         self.keys: list[str] = []
-        self.out: dict[str, torch.Tensor] = {}
+        self.heatmaps: torch.Tensor | None = None
+        self.kp: np.ndarray | None = None
+        self.score: np.ndarray | None = None
         self.hw: tuple[int, int] | None = None
 
-    def _alloc(self, pathway: str, clip: Clip) -> None:
-        b, m = self.size, self.cfg.max_persons
-        lead = (b,) if self.num_clips is None else (b, self.num_clips)
+    def _alloc(self, clip: Clip) -> None:
+        lead = (len(self.pathways), self.size)
         length, joints = clip.keypoint.shape[-3], clip.keypoint.shape[-2]
         h, w = clip.size
         if self.cfg.heatmaps_on == "workers":
-            views = (2 * self.num_clips if self.flip_double else self.num_clips) if self.num_clips else None
-            shape = (b, joints, length, h, w) if views is None else (b, views, joints, length, h, w)
-            self.out[pathway] = _empty(shape, torch.float16)
+            views = () if self.num_clips is None else (self.num_clips * (2 if self.flip_double else 1),)
+            if self.buffers is None:
+                self.heatmaps = _empty((*lead, *views, joints, length, h, w), torch.float16)
+            else:  # ring buffers hold a full batch; a smaller last batch uses the front of one
+                full = (len(self.pathways), self.cfg.batch_size, *views, joints, length, h, w)
+                buffer, self.pool_slot = self.buffers.take(full, torch.float16)
+                self.heatmaps = buffer[:, : self.size]
         else:
-            self.out[f"{pathway}_kp"] = _empty((*lead, m, length, joints, 2), torch.float32).zero_()
-            self.out[f"{pathway}_score"] = _empty((*lead, m, length, joints), torch.float32).zero_()
+            clips = () if self.num_clips is None else (self.num_clips,)
+            m = self.cfg.max_persons
+            self.kp = np.zeros((*lead, *clips, m, length, joints, 2), dtype=np.float32)
+            self.score = np.zeros((*lead, *clips, m, length, joints), dtype=np.float32)
 
     def add(self, video: Video, clips: dict[str, Clip]) -> None:
         i = len(self.keys)
-        for pathway, clip in clips.items():
+        for p, pathway in enumerate(self.pathways):
+            clip = clips[pathway]
             if self.hw is None:
                 self.hw = clip.size
+                self._alloc(clip)
             elif clip.size != self.hw:
                 raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): {pathway} clip "
                                  f"is {clip.size}, the batch's others are {self.hw}; the pipeline must end "
                                  "in a fixed size")
-            if pathway not in self.out and f"{pathway}_kp" not in self.out:
-                self._alloc(pathway, clip)
-            if self.cfg.heatmaps_on == "workers":
-                self.out[pathway][i].copy_(self._render(clip))
+            if self.heatmaps is not None:
+                self._render(clip, self.heatmaps[p, i])
             else:
+                assert self.kp is not None and self.score is not None
                 m = clip.keypoint.shape[-4]
-                self.out[f"{pathway}_kp"][i, ..., :m, :, :, :].numpy()[...] = clip.keypoint
-                self.out[f"{pathway}_score"][i, ..., :m, :, :].numpy()[...] = clip.score
+                self.kp[p, i, ..., :m, :, :, :] = clip.keypoint
+                self.score[p, i, ..., :m, :, :] = clip.score
         self.labels[i] = video.label
         self.keys.append(video.key)
 
-    def _render(self, clip: Clip) -> torch.Tensor:
+    def _render(self, clip: Clip, slot: torch.Tensor) -> None:
+        """Render straight into the batch's float16 shared-memory slot (no float32 volume, no copy)."""
         h, w = clip.size
         if self.num_clips is None:
-            return heatmaps.render(clip.keypoint, clip.score, h, w, sigma=self.cfg.sigma)
-        kp, score = clip.keypoint[None], clip.score[None]
-        return render_views(kp, score, clip.size, self.cfg.sigma, self.flip_double)[0]
+            heatmaps.render(clip.keypoint, clip.score, h, w, sigma=self.cfg.sigma, out=slot)
+        else:  # test views are view-major (N = view·C + clip), not the renderer's clip-major layout
+            kp, score = clip.keypoint[None], clip.score[None]
+            slot.copy_(render_views(kp, score, clip.size, self.cfg.sigma, self.flip_double)[0])
 
     def finish(self, skipped: int) -> dict[str, Any]:
+        """The wire batch of the samples added so far (a smaller last batch is a view of the buffers)."""
         n = len(self.keys)
-        batch: dict[str, Any] = {k: (v if n == self.size else v[:n]) for k, v in self.out.items()}
-        batch.update(label=torch.from_numpy(self.labels[:n].copy()), key=list(self.keys),
-                     skipped=int(skipped))
-        if self.cfg.heatmaps_on == "device":
-            batch["size"] = self.hw
-            if self.num_clips is not None:
-                batch["flip_double"] = self.flip_double
+        views = None if self.num_clips is None else (self.num_clips, self.flip_double)
+        wire: dict[str, Any] = {"pathways": self.pathways, "label": self.labels[:n].copy(),
+                                "key": list(self.keys), "skipped": int(skipped), "size": self.hw,
+                                "views": views}
+        if self.heatmaps is not None:
+            wire["heatmaps"] = self.heatmaps if n == self.size else self.heatmaps[:, :n]
+            wire["pool"] = self.pool_slot
+        elif self.kp is not None and self.score is not None:
+            wire["kp"], wire["score"] = self.kp[:, :n], self.score[:, :n]
+        return wire
+
+
+def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
+    """Wire batch (``BatchBuilder.finish``) → the contract's batch layout, in the main process.
+
+    Zero-copy views; arrays that came by value are pinned here when ``pin_memory`` is set (the
+    DataLoader's pin thread pins only tensors, i.e. the heatmaps).
+    """
+    pin = pin_memory and torch.cuda.is_available()
+    label = torch.from_numpy(wire["label"])
+    batch: dict[str, Any] = {"label": label.pin_memory() if pin else label, "key": wire["key"],
+                             "skipped": wire["skipped"]}
+    if "heatmaps" in wire:
+        for p, pathway in enumerate(wire["pathways"]):
+            batch[pathway] = wire["heatmaps"][p]
         return batch
+    kp, score = torch.from_numpy(wire["kp"]), torch.from_numpy(wire["score"])
+    if pin:
+        kp, score = kp.pin_memory(), score.pin_memory()
+    for p, pathway in enumerate(wire["pathways"]):
+        batch[f"{pathway}_kp"], batch[f"{pathway}_score"] = kp[p], score[p]
+    batch["size"] = wire["size"]
+    if wire["views"] is not None:
+        batch["flip_double"] = wire["views"][1]
+    return batch
 
 
 class _ShardReader:
-    """One reader's view of the shard set: opens shards, reads their intensity peaks once, decodes."""
+    """One reader's view of the shard set: opens shards, reads their intensity peaks once, decodes.
 
-    def __init__(self, cfg: LoaderConfig, shards: list[ShardRef], num_classes: int, skips: _Skips) -> None:
+    ``peaks`` is shard index → {key: peak}; the dataset object passes its own dict, so a persistent
+    worker reads each shard's Arrow table once for the whole run, not once per epoch.
+    """
+
+    def __init__(self, cfg: LoaderConfig, shards: list[ShardRef], num_classes: int, skips: _Skips,
+                 peaks: dict[int, dict[str, int]]) -> None:
         self.cfg, self.shards, self.num_classes, self.skips = cfg, shards, num_classes, skips
         self.by_index = {s.index: s for s in shards}
-        self.peaks: dict[int, dict[str, int]] = {}
+        self.peaks = peaks
         self.unavailable: set[int] = set()
 
     def _open(self, shard: ShardRef) -> Iterator[dict[str, Any]]:
@@ -310,9 +368,12 @@ class _Layout:
 class _TrainStream(IterableDataset):
     """Yields this rank's training batches of one epoch; each worker process plays one reader."""
 
-    def __init__(self, layout: _Layout, plan: loaderplan.TrainPlan, shared_state: torch.Tensor) -> None:
+    def __init__(self, layout: _Layout, plan: loaderplan.TrainPlan, shared_state: torch.Tensor,
+                 pool_flags: torch.Tensor | None) -> None:
         super().__init__()
-        self.layout, self.plan, self.shared_state = layout, plan, shared_state
+        self.layout, self.plan, self.shared_state, self.pool_flags = layout, plan, shared_state, pool_flags
+        self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
+        self.arena: dict[int, torch.Tensor] = {}  # this worker's recycled heatmap buffers (bufferpool)
 
     def _videos(self, reader: int, epoch: int, skips: _Skips) -> Iterator[tuple[str, Video]]:
         """This reader's videos in order, endlessly: pass 0 is the epoch proper, later passes top up.
@@ -324,7 +385,7 @@ class _TrainStream(IterableDataset):
         order = loaderplan.epoch_shard_order(len(lay.shards), lay.cfg.seed, epoch)
         mine = [lay.shards[i] for i in loaderplan.reader_shards(order, lay.rank, lay.world_size, reader,
                                                                  self.plan.readers)]
-        source = _ShardReader(lay.cfg, mine, lay.num_classes, skips)
+        source = _ShardReader(lay.cfg, mine, lay.num_classes, skips, self.peaks)
         for p in itertools.count():
             skips.counting = p == 0
             entropy = [lay.cfg.seed, epoch, lay.rank, reader, p]
@@ -344,8 +405,10 @@ class _TrainStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         slot = info.id if info is not None else 0
-        epoch, consumed = (int(v) for v in self.shared_state.tolist())
+        epoch, consumed, generation = (int(v) for v in self.shared_state.tolist())
         plan, cfg = self.plan, self.layout.cfg
+        buffers = (None if self.pool_flags is None
+                   else WorkerBuffers(self.pool_flags, slot, generation, self.arena))
         reader = plan.reader_of_slot(slot, consumed)
         skips = _Skips()
         videos = self._videos(reader, epoch, skips)
@@ -356,7 +419,7 @@ class _TrainStream(IterableDataset):
             maker = ClipMaker(cfg.active_pathways, cfg.clip_len, cfg.intensity_definition, cfg.jitter,
                               cfg.pipeline, cfg.max_persons, cfg.seed)
             for size in plan.batch_sizes()[plan.skipped_batches(reader, consumed):]:
-                builder = _BatchBuilder(cfg, size, None, False)
+                builder = BatchBuilder(cfg, size, None, False, buffers)
                 for _ in range(size):
                     rng_key, video = next(videos)
                     builder.add(video, maker.train(video, epoch, rng_key))
@@ -371,6 +434,7 @@ class _EvalStream(IterableDataset):
     def __init__(self, layout: _Layout, readers: int, num_clips: int, flip_double: bool) -> None:
         super().__init__()
         self.layout, self.readers, self.num_clips, self.flip_double = layout, readers, num_clips, flip_double
+        self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -380,10 +444,10 @@ class _EvalStream(IterableDataset):
                                                 self.readers)
         mine = [lay.shards[i] for i in indices]
         skips = _Skips()
-        source = _ShardReader(cfg, mine, lay.num_classes, skips)
+        source = _ShardReader(cfg, mine, lay.num_classes, skips, self.peaks)
         maker = ClipMaker(cfg.active_pathways, cfg.clip_len, cfg.intensity_definition, 0, cfg.pipeline,
                           cfg.max_persons, cfg.seed)
-        builder = _BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
+        builder = BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
         for raw in source.raw():
             video = source.decode(raw)
             if video is None:
@@ -391,7 +455,7 @@ class _EvalStream(IterableDataset):
             builder.add(video, maker.test(video, self.num_clips))
             if len(builder.keys) == cfg.batch_size:
                 yield builder.finish(skips.take())
-                builder = _BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
+                builder = BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
         if builder.keys:
             yield builder.finish(skips.take())
 
@@ -434,10 +498,17 @@ class TrainLoader:
         self.plan = loaderplan.train_plan(counts, world_size, cfg.num_workers, cfg.batch_size, cfg.split)
         self.state = LoaderState()
         self.skips = SkipCounter()
-        # Epoch and resume point, read by each worker when its pass starts (persistent workers hold a
-        # copy of the dataset from their first epoch, so plain attributes would not reach them).
-        self._shared_state = torch.zeros(2, dtype=torch.int64).share_memory_()
-        stream = _TrainStream(self.layout, self.plan, self._shared_state)
+        self._generation = 0
+        self.recycled_batches = 0  # batches delivered in recycled worker buffers (intint.bufferpool)
+        # (epoch, batches consumed, generation = passes started), read by each worker when its pass starts
+        # (persistent workers hold a copy of the dataset from their first pass: attributes would not reach).
+        self._shared_state = torch.zeros(3, dtype=torch.int64).share_memory_()
+        # Heatmap buffers recycled between worker and main process (intint.bufferpool): enough ring slots
+        # for a worker's prefetched batches, the one it builds, and two the training loop may still hold.
+        pooled = cfg.heatmaps_on == "workers" and cfg.num_workers > 0
+        self._ledger = Ledger(cfg.num_workers, cfg.prefetch_factor + 4) if pooled else None
+        stream = _TrainStream(self.layout, self.plan, self._shared_state,
+                              None if self._ledger is None else self._ledger.flags)
         self._loader = _dataloader(stream, cfg, cfg.num_workers)
 
     def __len__(self) -> int:
@@ -467,11 +538,20 @@ class TrainLoader:
         if self.state.batches_consumed >= len(self):
             self.state = LoaderState(self.state.epoch + 1, 0)
         epoch, start = self.state.epoch, self.state.batches_consumed
-        self._shared_state[0], self._shared_state[1] = epoch, start
-        for batch in self._loader:
+        self._generation += 1
+        self._shared_state[0], self._shared_state[1], self._shared_state[2] = epoch, start, self._generation
+        wires = iter(self._loader)
+        if self._ledger is not None:
+            self._ledger.recover(self._generation)
+        for wire in wires:
+            if self._ledger is not None:
+                self._ledger.collect()
+                if wire.get("pool") is not None:
+                    self._ledger.lend(wire["pool"], wire["heatmaps"])
+                    self.recycled_batches += 1
             self.state.batches_consumed += 1
-            self.skips.add(batch["skipped"], epoch)
-            yield batch
+            self.skips.add(wire["skipped"], epoch)
+            yield unpack(wire, self.cfg.pin_memory)
         if self.state.batches_consumed != len(self):
             got = self.state.batches_consumed - start
             raise RuntimeError(f"rank {self.layout.rank}: epoch {epoch} yielded {got} batches after {start}, "
@@ -507,9 +587,9 @@ class EvalLoader:
         return self._len
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self._loader:
-            self.skips.add(batch["skipped"])
-            yield batch
+        for wire in self._loader:
+            self.skips.add(wire["skipped"])
+            yield unpack(wire, self.cfg.pin_memory)
 
 
 def train_loader(cfg: LoaderConfig, rank: int, world_size: int) -> TrainLoader:
