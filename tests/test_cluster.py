@@ -65,11 +65,20 @@ def test_ray_job_submit_trains_on_a_local_head(tmp_path: Path, monkeypatch: pyte
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         job_id = f"intint-test-{uuid.uuid4().hex[:8]}"
-        submit = ray_cli("job", "submit", "--address", address, "--submission-id", job_id, "--no-wait",
-                         "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
-                         sys.executable, "jobs/train_finegym.py", "--preset", "tiny", "--shards", str(shards),
-                         "--storage-path", str(tmp_path / "runs"), "--name", "job", "--epochs", "1",
-                         "--num-workers", "1", "--wandb", "disabled", env=env)
+        submit_args = ("job", "submit", "--address", address, "--submission-id", job_id, "--no-wait",
+                       "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
+                       sys.executable, "jobs/train_finegym.py", "--preset", "tiny", "--shards", str(shards),
+                       "--storage-path", str(tmp_path / "runs"), "--name", "job", "--epochs", "1",
+                       "--num-workers", "1", "--wandb", "disabled")
+        # A freshly started head answers HTTP before its job agent is up ("No available agent to submit
+        # job, please try again later"); on a loaded machine that takes tens of seconds. Retry only that.
+        agent_deadline = time.monotonic() + 120
+        while True:
+            submit = ray_cli(*submit_args, env=env)
+            agent_missing = "No available agent" in submit.stdout + submit.stderr
+            if submit.returncode == 0 or not agent_missing or time.monotonic() > agent_deadline:
+                break
+            time.sleep(3)
         assert submit.returncode == 0, submit.stdout + submit.stderr
         client = JobSubmissionClient(address)
         deadline, status = time.monotonic() + 180, None
