@@ -32,7 +32,7 @@ import torch
 FREE = -1
 
 
-def _new_shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def new_shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor in shared memory (as torch's own collate allocates worker batches)."""
     elem = torch.empty(0, dtype=dtype)
     storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
@@ -55,10 +55,10 @@ class WorkerBuffers:
         warm = [r for r in free
                 if r in self.arena and self.arena[r].shape == shape and self.arena[r].dtype == dtype]
         if not free:
-            return _new_shared(shape, dtype), None
+            return new_shared(shape, dtype), None
         slot = warm[0] if warm else free[0]
         if slot not in warm:
-            self.arena[slot] = _new_shared(shape, dtype)
+            self.arena[slot] = new_shared(shape, dtype)
         row[slot] = self.generation
         return self.arena[slot], (self.worker, slot, self.generation)
 

@@ -20,6 +20,8 @@ What crosses the process boundary, and why:
 * One shared-memory tensor per batch (the heatmaps of all pathways), allocated there from the start
   as torch's own collate does, so the hand-off passes one file descriptor, not a copy; everything
   small travels by value (``BatchBuilder`` explains the wire layout, ``unpack`` restores the contract).
+  Training batches reuse a small ring of such buffers per worker (``intint.bufferpool``): fresh
+  shared memory costs more to page in than rendering into it.
 
 Training order is deterministic (``intint.loaderplan``): the shard order is shuffled by
 (seed, epoch), split by rank then by worker, each worker shuffles its raw samples with a buffer
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from intint import heatmaps, intensity, loaderplan, reweight, shardio
-from intint.bufferpool import Ledger, WorkerBuffers
+from intint.bufferpool import Ledger, WorkerBuffers, new_shared
 from intint.clips import PATHWAYS, Clip, ClipMaker, render_views
 from intint.shardstream import (
     CorruptSample,
@@ -173,11 +174,7 @@ def _identity(batch: dict[str, Any]) -> dict[str, Any]:
 def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor; inside a DataLoader worker it lives in shared memory from the start,
     so handing it to the main process sends a file descriptor instead of copying the bytes."""
-    elem = torch.empty(0, dtype=dtype)
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
-    return elem.new(storage).resize_(*shape)
+    return torch.empty(shape, dtype=dtype) if get_worker_info() is None else new_shared(shape, dtype)
 
 
 class _Skips:
