@@ -54,6 +54,9 @@ class ClipMaker:
         self.seed = seed
         self.train_pipe = transforms.train_pipeline(pipeline)
         self.test_pipe = transforms.test_pipeline(pipeline)
+        # One Generator per pathway, re-seeded per clip (``clip_rng(out=)``): constructing a fresh one per
+        # clip cost about a tenth of a sample's CPU budget.
+        self._rngs = {p: sampling.new_clip_generator() for p in pathways}
 
     def _indices(self, video: Video, pathway: str, num_clips: int, test_mode: bool,
                  rng: np.random.Generator | None) -> np.ndarray:
@@ -73,12 +76,11 @@ class ClipMaker:
         """The training clip of each enabled pathway (random sampling, crop and flip)."""
         out = {}
         for pathway in self.pathways:
-            rng = sampling.clip_rng(self.seed, epoch, rng_key, pathway)
+            rng = sampling.clip_rng(self.seed, epoch, rng_key, pathway, out=self._rngs[pathway])
             idx = self._indices(video, pathway, 1, False, rng)
             kp, score, size = self.train_pipe(video.keypoint[:, idx], video.keypoint_score[:, idx],
-                                              video.img_shape, rng)
-            m = self.max_persons
-            out[pathway] = Clip(kp[:m], score[:m], size)
+                                              video.img_shape, rng, persons=self.max_persons)
+            out[pathway] = Clip(kp, score, size)
         return out
 
     def test(self, video: Video, num_clips: int) -> dict[str, Clip]:

@@ -16,7 +16,9 @@ makes the same calls in the same order without touching global state.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from functools import lru_cache
 
 import numpy as np
 
@@ -43,18 +45,43 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch, *_key_words(key)])))
 
 
-def clip_rng(seed: int, epoch: int, key: str, pathway: str) -> np.random.Generator:
+def clip_rng(seed: int, epoch: int, key: str, pathway: str, *,
+             out: np.random.Generator | None = None) -> np.random.Generator:
     """An independent Generator per pathway for one video in one epoch.
 
     Separate streams mean that switching the other pathway on or off (``pathways="both"`` vs a single
     one) does not change this pathway's clips or augmentations.
+
+    The PCG64 state and increment come straight from a 256-bit blake2b of (seed, epoch, pathway, key):
+    building a ``SeedSequence`` and a fresh bit generator per clip cost more than the whole clip's
+    transforms. ``out`` (a PCG64-backed Generator the caller owns, e.g. one per pathway held by the
+    loader) is re-seeded in place and returned, which avoids even the Generator allocation; without it a
+    new Generator is returned. Either way the draws depend only on the four arguments.
     """
     if pathway not in _PATHWAY_STREAMS:
         raise ValueError(f"clip_rng: pathway must be one of {sorted(_PATHWAY_STREAMS)}, got {pathway!r}")
     if seed < 0 or epoch < 0:
         raise ValueError(f"clip_rng: seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
-    entropy = [seed, epoch, *_key_words(key), _PATHWAY_STREAMS[pathway]]
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{_PATHWAY_STREAMS[pathway]}/{key}".encode(),
+                             digest_size=32, person=b"intint-clip-rng").digest()
+    state = {"bit_generator": "PCG64",
+             "state": {"state": int.from_bytes(digest[:16], "little"),
+                       "inc": int.from_bytes(digest[16:], "little") | 1},  # PCG increments are odd
+             "has_uint32": 0, "uinteger": 0}
+    if out is None:
+        out = copy.copy(_GENERATOR_TEMPLATE)  # unpickles a new PCG64: ~10x cheaper than seeding one
+    elif not isinstance(out.bit_generator, np.random.PCG64):
+        raise ValueError(f"clip_rng: out must be a PCG64 Generator, got {type(out.bit_generator).__name__}")
+    out.bit_generator.state = state
+    return out
+
+
+def new_clip_generator() -> np.random.Generator:
+    """A Generator suitable as ``clip_rng(..., out=)``: hold one per pathway and re-seed it per clip."""
+    return copy.copy(_GENERATOR_TEMPLATE)
+
+
+_GENERATOR_TEMPLATE = np.random.Generator(np.random.PCG64(0))
 
 
 def _check_lengths(total_frames: int, clip_len: int, num_clips: int) -> None:
@@ -104,9 +131,13 @@ def intensity_indices(
     if jitter > 0:
         if rng is None:
             raise ValueError("intensity_indices: jitter > 0 needs a Generator (rng)")
-        centre = int(np.clip(centre + rng.integers(-jitter, jitter, endpoint=True), 0, total_frames - 1))
-    window = _window(total_frames, np.array([centre]), clip_len)[0]
-    return np.tile(window, num_clips)
+        centre = min(max(centre + int(rng.integers(-jitter, jitter, endpoint=True)), 0), total_frames - 1)
+    if total_frames < clip_len:
+        window = _window(total_frames, np.array([centre]), clip_len)[0]
+    else:  # the hot path: scalar clamping and one arange (same numbers as _window)
+        start = min(max(centre - clip_len // 2, 0), total_frames - clip_len)
+        window = np.arange(start, start + clip_len, dtype=np.int64)
+    return window if num_clips == 1 else np.tile(window, num_clips)
 
 
 def _uniform_train(total_frames: int, clip_len: int, num_clips: int, rng: np.random.Generator) -> np.ndarray:
@@ -122,9 +153,22 @@ def _uniform_train(total_frames: int, clip_len: int, num_clips: int, rng: np.ran
         marks = np.zeros((num_clips, length + 1), dtype=np.int64)
         np.put_along_axis(marks, skips, 1, axis=1)
         return steps[None, :] + np.cumsum(marks, axis=1)[:, :length]
-    borders = np.arange(length + 1, dtype=np.int64) * n // length
-    sizes = np.diff(borders)
-    return borders[None, :length] + rng.integers(0, sizes, size=(num_clips, length))
+    starts, sizes = _segments(n, length)
+    # floor(U[0, 1) * size) is uniform on [0, size): one float draw beats integers() with array bounds.
+    offsets = rng.random((num_clips, length))
+    offsets *= sizes
+    return starts + offsets.astype(np.int64)
+
+
+@lru_cache(maxsize=4096)
+def _segments(total_frames: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start frame (int64) and size (float64) of each of the L equal segments; cached per (T, L), the
+    arrays are read-only so a caller cannot corrupt the cache.
+    """
+    borders = np.arange(clip_len + 1, dtype=np.int64) * total_frames // clip_len
+    starts, sizes = borders[:clip_len].copy(), np.diff(borders).astype(np.float64)
+    starts.flags.writeable = sizes.flags.writeable = False
+    return starts, sizes
 
 
 def _uniform_test(total_frames: int, clip_len: int, num_clips: int, seed: int) -> np.ndarray:
@@ -171,12 +215,22 @@ def uniform_indices(
     """
     _check_lengths(total_frames, clip_len, num_clips)
     if test_mode:
-        inds = _uniform_test(total_frames, clip_len, num_clips, test_seed)
-    else:
-        if rng is None:
-            raise ValueError("uniform_indices: training mode needs a Generator (rng)")
-        inds = _uniform_train(total_frames, clip_len, num_clips, rng)
-    return (inds % total_frames).reshape(-1).astype(np.int64)
+        return _uniform_test_cached(total_frames, clip_len, num_clips, test_seed).copy()
+    if rng is None:
+        raise ValueError("uniform_indices: training mode needs a Generator (rng)")
+    inds = _uniform_train(total_frames, clip_len, num_clips, rng)  # already in [0, T)
+    return inds.reshape(-1)
+
+
+@lru_cache(maxsize=4096)
+def _uniform_test_cached(total_frames: int, clip_len: int, num_clips: int, seed: int) -> np.ndarray:
+    """Test-mode indices depend only on (T, L, C, seed): computed once (the legacy RandomState seeding
+    dominates their cost), stored read-only, and copied out by ``uniform_indices``.
+    """
+    inds = (_uniform_test(total_frames, clip_len, num_clips, seed) % total_frames).reshape(-1)
+    inds = inds.astype(np.int64)
+    inds.flags.writeable = False
+    return inds
 
 
 def random_centre_indices(
@@ -196,11 +250,19 @@ def random_centre_indices(
     """
     _check_lengths(total_frames, clip_len, num_clips)
     if test_mode:
-        legacy = np.random.RandomState(test_seed)
-        draws = np.array([legacy.uniform(0, total_frames) for _ in range(num_clips)])
+        draws = np.array(_legacy_uniform_draws(total_frames, num_clips, test_seed))
     else:
         if rng is None:
             raise ValueError("random_centre_indices: training mode needs a Generator (rng)")
         draws = rng.uniform(0, total_frames, size=num_clips)
     centres = np.minimum(draws.astype(np.int64), total_frames - 1)
     return _window(total_frames, centres, clip_len).reshape(-1)
+
+
+@lru_cache(maxsize=4096)
+def _legacy_uniform_draws(total_frames: int, num_clips: int, seed: int) -> tuple[float, ...]:
+    """The reference's ``seed(255)`` then ``uniform(0, T)`` per clip: depends only on (T, C, seed), so
+    cached (seeding a RandomState costs far more than the rest of the sampling).
+    """
+    legacy = np.random.RandomState(seed)
+    return tuple(legacy.uniform(0, total_frames) for _ in range(num_clips))

@@ -41,6 +41,60 @@ def _check_shape(img_shape: Sequence[int]) -> Shape:
     return h, w
 
 
+def _nonzero_bounds(kp: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float] | None]:
+    """(lo_x, lo_y, hi_x, hi_y) over the non-zero x and the non-zero y coordinates, with NaN/±inf
+    treated as absent (0): returns the array the bounds were taken from (``kp`` itself, or a sanitised
+    copy when it held non-finite values) and None when either axis has no non-zero coordinate.
+
+    One masked min and one masked max over a (-1, 2) view: the finite case, by far the common one, costs
+    no sanitising pass, and a non-finite value shows up as a non-finite bound and triggers one.
+    """
+    flat = kp.reshape(-1, 2)
+    zero = flat == 0
+    lo = np.where(zero, np.inf, flat).min(axis=0).tolist()
+    hi = np.where(zero, -np.inf, flat).max(axis=0).tolist()
+    if not all(map(math.isfinite, (*lo, *hi))):
+        if not np.isfinite(flat).all():
+            kp = np.nan_to_num(kp, nan=0.0, posinf=0.0, neginf=0.0)
+            flat = kp.reshape(-1, 2)
+            zero = flat == 0
+            lo = np.where(zero, np.inf, flat).min(axis=0).tolist()
+            hi = np.where(zero, -np.inf, flat).max(axis=0).tolist()
+        if not all(map(math.isfinite, (*lo, *hi))):  # an axis without any non-zero coordinate
+            return kp, None
+    return kp, (lo[0], lo[1], hi[0], hi[1])
+
+
+def _compact_box(
+    bounds: tuple[float, float, float, float] | None,
+    h: int,
+    w: int,
+    padding: float,
+    threshold: float,
+    hw_ratio: float | tuple[float, float] | None,
+    allow_imgpad: bool,
+) -> Box | None:
+    """PoseCompact's box from the non-zero bounds, in Python floats (float64) as the reference's scalar
+    maths ran under NumPy 1.x; None where the reference leaves the frame unchanged.
+    """
+    if bounds is None:
+        return None
+    lo_x, lo_y, hi_x, hi_y = bounds
+    if hi_x - lo_x < threshold or hi_y - lo_y < threshold:
+        return None
+    cx, cy = (hi_x + lo_x) / 2, (hi_y + lo_y) / 2
+    half_w = (hi_x - lo_x) / 2 * (1 + padding)
+    half_h = (hi_y - lo_y) / 2 * (1 + padding)
+    if hw_ratio is not None:
+        ratio = (hw_ratio, hw_ratio) if isinstance(hw_ratio, (int, float)) else tuple(hw_ratio)
+        half_h = max(ratio[0] * half_w, half_h)
+        half_w = max(1 / ratio[1] * half_h, half_w)
+    x1, x2, y1, y2 = cx - half_w, cx + half_w, cy - half_h, cy + half_h
+    if allow_imgpad:
+        return int(x1), int(y1), int(x2), int(y2)
+    return int(max(0, x1)), int(max(0, y1)), int(min(w, x2)), int(min(h, y2))
+
+
 def pose_compact(
     keypoint: np.ndarray,
     img_shape: Sequence[int],
@@ -60,34 +114,16 @@ def pose_compact(
     """
     _check_clip(keypoint)
     h, w = _check_shape(img_shape)
-    kp = np.nan_to_num(np.array(keypoint, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
-    x, y = kp[..., 0], kp[..., 1]
-    x_nz, y_nz = x != 0, y != 0
-    if not (x_nz.any() and y_nz.any()):
+    source = np.asarray(keypoint)
+    kp, bounds = _nonzero_bounds(source)
+    if kp is source:
+        kp = kp.copy()
+    box = _compact_box(bounds, h, w, padding, threshold, hw_ratio, allow_imgpad)
+    if box is None:
         return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
-    lo_x, hi_x = x.min(where=x_nz, initial=np.inf), x.max(where=x_nz, initial=-np.inf)
-    lo_y, hi_y = y.min(where=y_nz, initial=np.inf), y.max(where=y_nz, initial=-np.inf)
-    if hi_x - lo_x < threshold or hi_y - lo_y < threshold:
-        return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
-
-    # Box arithmetic in Python floats (float64), as the reference's scalar maths ran under NumPy 1.x.
-    lo_x, hi_x, lo_y, hi_y = float(lo_x), float(hi_x), float(lo_y), float(hi_y)
-    cx, cy = (hi_x + lo_x) / 2, (hi_y + lo_y) / 2
-    half_w = (hi_x - lo_x) / 2 * (1 + padding)
-    half_h = (hi_y - lo_y) / 2 * (1 + padding)
-    if hw_ratio is not None:
-        ratio = (hw_ratio, hw_ratio) if isinstance(hw_ratio, (int, float)) else tuple(hw_ratio)
-        half_h = max(ratio[0] * half_w, half_h)
-        half_w = max(1 / ratio[1] * half_h, half_w)
-    x1, x2, y1, y2 = cx - half_w, cx + half_w, cy - half_h, cy + half_h
-    if allow_imgpad:
-        x1, y1, x2, y2 = int(x1), int(y1), int(x2), int(y2)
-    else:
-        x1, y1 = int(max(0, x1)), int(max(0, y1))
-        x2, y2 = int(min(w, x2)), int(min(h, y2))
-
-    x -= np.where(x_nz, x1, 0).astype(kp.dtype)
-    y -= np.where(y_nz, y1, 0).astype(kp.dtype)
+    x1, y1, x2, y2 = box
+    # Only non-zero coordinates move (absent joints stay exactly 0), each axis by its own mask.
+    np.subtract(kp, np.array([x1, y1], dtype=kp.dtype), out=kp, where=kp != 0)
     quadruple = (x1 / w, y1 / h, (x2 - x1) / w, (y2 - y1) / h)
     return kp, (y2 - y1, x2 - x1), quadruple
 
@@ -133,6 +169,41 @@ def resize(
     return keypoint * factors, (new_h, new_w)
 
 
+def _check_crop_ranges(area_range: tuple[float, float], aspect_ratio_range: tuple[float, float]) -> None:
+    if not 0 < area_range[0] <= area_range[1] <= 1:
+        raise ValueError(f"random_resized_crop: area_range must satisfy 0 < lo <= hi <= 1, got {area_range}")
+    if not 0 < aspect_ratio_range[0] <= aspect_ratio_range[1]:
+        raise ValueError(f"random_resized_crop: bad aspect_ratio_range {aspect_ratio_range}")
+
+
+def _crop_box_from_uniforms(
+    h: int,
+    w: int,
+    u: Sequence[float],
+    area_range: tuple[float, float],
+    aspect_ratio_range: tuple[float, float],
+    max_attempts: int,
+) -> Box:
+    """The RandomResizedCrop box from ``2 * max_attempts + 2`` uniforms in [0, 1): log-uniform aspect
+    ratios, uniform areas, then the integer offsets. Scalar Python maths: on ten candidates it is several
+    times cheaper than NumPy's per-call overhead, and one vectorised draw replaces four Generator calls.
+    """
+    lo_ratio, hi_ratio = aspect_ratio_range
+    log_lo, log_span = math.log(lo_ratio), math.log(hi_ratio / lo_ratio)
+    area_lo, area_span = area_range[0] * (h * w), (area_range[1] - area_range[0]) * (h * w)
+    for i in range(max_attempts):
+        ratio = math.exp(log_lo + log_span * u[i])
+        area = area_lo + area_span * u[max_attempts + i]
+        cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if ch <= h and cw <= w:
+            x1 = int(u[2 * max_attempts] * (w - cw + 1))  # uniform integer in [0, w - cw]
+            y1 = int(u[2 * max_attempts + 1] * (h - ch + 1))
+            return x1, y1, x1 + cw, y1 + ch
+    side = min(h, w)
+    x1, y1 = (w - side) // 2, (h - side) // 2
+    return x1, y1, x1 + side, y1 + side
+
+
 def random_crop_box(
     img_shape: Sequence[int],
     rng: np.random.Generator,
@@ -142,26 +213,12 @@ def random_crop_box(
 ) -> Box:
     """The RandomResizedCrop box: the first of ``max_attempts`` random (area, aspect) candidates that
     fits, at a uniform integer offset; else the centred square of side min(h, w) (spec §4.3).
+    Draws ``2 * max_attempts + 2`` uniforms from ``rng`` in one call.
     """
     h, w = _check_shape(img_shape)
-    if not 0 < area_range[0] <= area_range[1] <= 1:
-        raise ValueError(f"random_resized_crop: area_range must satisfy 0 < lo <= hi <= 1, got {area_range}")
-    if not 0 < aspect_ratio_range[0] <= aspect_ratio_range[1]:
-        raise ValueError(f"random_resized_crop: bad aspect_ratio_range {aspect_ratio_range}")
-    log_lo, log_hi = np.log(aspect_ratio_range[0]), np.log(aspect_ratio_range[1])
-    ratios = np.exp(rng.uniform(log_lo, log_hi, size=max_attempts))
-    areas = rng.uniform(area_range[0], area_range[1], size=max_attempts) * (h * w)
-    crop_w = np.round(np.sqrt(areas * ratios)).astype(np.int64)
-    crop_h = np.round(np.sqrt(areas / ratios)).astype(np.int64)
-    fits = np.flatnonzero((crop_h <= h) & (crop_w <= w))
-    if fits.size:
-        cw, ch = int(crop_w[fits[0]]), int(crop_h[fits[0]])
-        x1 = int(rng.integers(0, w - cw, endpoint=True))
-        y1 = int(rng.integers(0, h - ch, endpoint=True))
-        return x1, y1, x1 + cw, y1 + ch
-    side = min(h, w)
-    x1, y1 = (w - side) // 2, (h - side) // 2
-    return x1, y1, x1 + side, y1 + side
+    _check_crop_ranges(area_range, aspect_ratio_range)
+    u = rng.random(2 * max_attempts + 2).tolist()
+    return _crop_box_from_uniforms(h, w, u, area_range, aspect_ratio_range, max_attempts)
 
 
 def random_resized_crop(
@@ -328,22 +385,104 @@ class Pipeline:
         score: np.ndarray,
         img_shape: Sequence[int],
         rng: np.random.Generator | None = None,
+        *,
+        persons: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, Shape]:
+        """``persons`` keeps only the first person slots of the output (after every step, so the
+        compact box still frames everyone)."""
         kp = np.asarray(keypoint, dtype=np.float32)
         sc = np.asarray(score, dtype=np.float32)
         _check_clip(kp, sc)
         shape = _check_shape(img_shape)
         for step in self.steps:
             kp, sc, shape = step(kp, sc, shape, rng)
-        return kp.astype(np.float32, copy=False), sc, (int(shape[0]), int(shape[1]))
+        return kp[:persons].astype(np.float32, copy=False), sc[:persons], (int(shape[0]), int(shape[1]))
 
 
 def _compact(cfg: PipelineConfig) -> Compact:
     return Compact(cfg.padding, cfg.threshold, cfg.hw_ratio, cfg.allow_imgpad)
 
 
-def train_pipeline(cfg: PipelineConfig) -> Pipeline:
-    """compact → keep-ratio resize (short side) → random resized crop → fixed resize → random flip."""
+@dataclass(frozen=True)
+class FusedTrainPipeline:
+    """The training chain (compact → keep-ratio resize → random resized crop → fixed resize → random
+    flip) as one affine map of the coordinates, with the same call signature as ``Pipeline``.
+
+    Every step only scales or shifts each axis, so the chain is ``x' = a·x + b`` per axis; the one
+    non-affine detail is PoseCompact's shift of non-zero coordinates only, so exact zeros (absent joints)
+    get their own offset, ``b0``, exactly where the staged chain leaves them at 0 before the crop moves
+    them. Box and crop arithmetic is scalar Python on the reference's integer sizes, the randomness is
+    one ``rng.random(2 * 10 + 3)`` draw (crop candidates, offsets, flip) — the same numbers, in the same
+    order, as the staged ``staged_train_pipeline`` consumes — and the clip is touched by five small array
+    operations instead of about twenty, which is the loader's per-sample hot path.
+
+    Coordinates agree with the staged chain to float32 rounding (≈1e-5 px): a product of factors
+    replaces the sequential float32 multiplications. One corner differs: the staged flip leaves a
+    coordinate that lands exactly on x = 0 after the crop and resize at 0, the fused one maps it to W.
+    """
+
+    cfg: PipelineConfig
+    max_attempts: int = 10
+
+    def __post_init__(self) -> None:
+        _check_crop_ranges(self.cfg.area_range, self.cfg.aspect_ratio_range)
+
+    def __call__(
+        self,
+        keypoint: np.ndarray,
+        score: np.ndarray,
+        img_shape: Sequence[int],
+        rng: np.random.Generator | None = None,
+        *,
+        persons: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, Shape]:
+        """Returns new arrays (the inputs are never written); ``persons`` as in ``Pipeline``."""
+        if rng is None:
+            raise ValueError("train pipeline needs a Generator (rng)")
+        cfg = self.cfg
+        kp = np.asarray(keypoint, dtype=np.float32)
+        sc = np.asarray(score, dtype=np.float32)
+        _check_clip(kp, sc)
+        h, w = _check_shape(img_shape)
+        kp, bounds = _nonzero_bounds(kp)
+        box = _compact_box(bounds, h, w, cfg.padding, cfg.threshold, cfg.hw_ratio, cfg.allow_imgpad)
+        x1, y1 = (0, 0) if box is None else box[:2]
+        ch, cw = (h, w) if box is None else (box[3] - box[1], box[2] - box[0])
+        # keep-ratio resize: the reference multiplies by float32(new / old) per axis
+        rh, rw = rescale_size((ch, cw), (-1, cfg.train_short_side))
+        f1x, f1y = float(np.float32(rw / cw)), float(np.float32(rh / ch))
+        attempts = self.max_attempts
+        u = rng.random(2 * attempts + 3).tolist()
+        bx1, by1, bx2, by2 = _crop_box_from_uniforms(rh, rw, u, cfg.area_range, cfg.aspect_ratio_range,
+                                                     attempts)
+        th, tw = cfg.train_hw
+        f2x, f2y = float(np.float32(tw / (bx2 - bx1))), float(np.float32(th / (by2 - by1)))
+        # x' = ((x - x1)·f1 - bx1)·f2 for non-zero x, (0·f1 - bx1)·f2 for x = 0 (likewise y)
+        scale = [f1x * f2x, f1y * f2y]
+        offset = [(-x1 * f1x - bx1) * f2x, (-y1 * f1y - by1) * f2y]
+        offset0 = [-bx1 * f2x, -by1 * f2y]
+        if u[2 * attempts + 2] < cfg.flip_ratio:
+            # W - x' for x' != 0, and joints swap sides (their scores with them)
+            scale[0], offset[0] = -scale[0], tw - offset[0]
+            offset0[0] = tw - offset0[0] if offset0[0] != 0 else 0.0
+            order = np.asarray(cfg.flip_index)
+            if len(order) != kp.shape[2]:
+                raise ValueError(f"flip: flip_index has {len(order)} entries for V={kp.shape[2]} joints")
+            out, sc = kp[:persons, :, order], sc[:persons, :, order]  # fancy indexing: fresh arrays
+            zero = out == 0
+            out *= np.array(scale, dtype=np.float32)
+        else:
+            src, sc = kp[:persons], sc[:persons]
+            zero = src == 0
+            out = src * np.array(scale, dtype=np.float32)
+        out += np.array(offset, dtype=np.float32)
+        np.copyto(out, np.array(offset0, dtype=np.float32), where=zero)
+        return out, sc, (th, tw)
+
+
+def staged_train_pipeline(cfg: PipelineConfig) -> Pipeline:
+    """The training chain step by step, as the reference runs it: the readable specification the fused
+    ``train_pipeline`` is checked against (same draws, same coordinates to float32 rounding)."""
     h, w = cfg.train_hw
     return Pipeline((
         _compact(cfg),
@@ -352,6 +491,12 @@ def train_pipeline(cfg: PipelineConfig) -> Pipeline:
         Resize((w, h), keep_ratio=False),
         RandomFlip(cfg.flip_ratio, tuple(cfg.flip_index)),
     ))
+
+
+def train_pipeline(cfg: PipelineConfig) -> FusedTrainPipeline:
+    """compact → keep-ratio resize (short side) → random resized crop → fixed resize → random flip,
+    fused into one coordinate transform (``FusedTrainPipeline``)."""
+    return FusedTrainPipeline(cfg)
 
 
 def test_pipeline(cfg: PipelineConfig) -> Pipeline:

@@ -13,6 +13,7 @@ import pytest
 from intint.sampling import (
     clip_rng,
     intensity_indices,
+    new_clip_generator,
     random_centre_indices,
     sample_rng,
     uniform_indices,
@@ -56,6 +57,27 @@ def test_clip_rng_streams_differ_per_pathway() -> None:
     assert not np.array_equal(a, clip_rng(0, 0, "v", "intensity").random(4))
     with pytest.raises(ValueError, match="pathway"):
         clip_rng(0, 0, "v", "rgb")
+
+
+def test_clip_rng_reseeding_a_held_generator_gives_the_fresh_stream() -> None:
+    """The loader re-seeds one Generator per pathway: the draws must equal a freshly made one's,
+    whatever that Generator drew before, and depend on seed, epoch and key."""
+    held = new_clip_generator()
+    held.random(7)  # leftover state from a previous clip
+    fresh = clip_rng(2, 5, "gym/v9", "intensity").random(6)
+    assert clip_rng(2, 5, "gym/v9", "intensity", out=held) is held
+    assert np.array_equal(held.random(6), fresh)
+    for other in ((3, 5, "gym/v9"), (2, 6, "gym/v9"), (2, 5, "gym/v8")):
+        assert not np.array_equal(clip_rng(*other, "intensity", out=held).random(6), fresh)
+    with pytest.raises(ValueError, match="PCG64"):
+        clip_rng(0, 0, "v", "integrity", out=np.random.Generator(np.random.MT19937(0)))
+
+
+def test_uniform_test_mode_cache_hands_out_independent_copies() -> None:
+    a = uniform_indices(130, L, 2, test_mode=True)
+    a[:] = -1
+    b = uniform_indices(130, L, 2, test_mode=True)
+    assert b.min() >= 0 and b.flags.writeable
 
 
 # ------------------------------------------------------------------------------------------ uniform

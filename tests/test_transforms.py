@@ -18,6 +18,7 @@ from intint.transforms import (
     random_resized_crop,
     rescale_size,
     resize,
+    staged_train_pipeline,
     train_pipeline,
 )
 from intint.transforms import test_pipeline as make_test_pipeline
@@ -199,3 +200,37 @@ def test_bad_shapes_name_the_field() -> None:
         flip(kp, score[:, :2], (100, 100))
     with pytest.raises(ValueError, match="'keypoint'"):
         resize(kp[0], (100, 100), (56, 56), keep_ratio=False)
+
+
+def test_fused_train_pipeline_equals_the_staged_chain() -> None:
+    """The fused affine map must give the staged reference chain's coordinates (same draws), with absent
+    joints (exact zeros) handled as the staged chain does, flipped or not, including non-finite input."""
+    kp, score = _clip(m=3, t=6, lo=100, hi=400)
+    kp[0, 1, 3] = 0.0  # absent joint
+    kp[1, 2, 5, 0] = 0.0  # x only absent
+    kp[2, 0, 7] = (np.nan, np.inf)  # treated as absent
+    for dataset in ("finegym", "hmdb51"):
+        cfg = preset_pipeline(dataset)
+        fused, staged = train_pipeline(cfg), staged_train_pipeline(cfg)
+        flipped = 0
+        for seed in range(40):
+            got = fused(kp, score, (480, 640), np.random.default_rng(seed))
+            want = staged(kp, score, (480, 640), np.random.default_rng(seed))
+            np.testing.assert_allclose(got[0], want[0], atol=2e-4, rtol=0)
+            np.testing.assert_array_equal(got[1], want[1])
+            assert got[2] == want[2] == cfg.train_hw
+            flipped += not np.array_equal(got[1], score)
+        assert 5 < flipped < 35
+    assert np.isnan(kp[2, 0, 7, 0])  # input untouched
+
+
+def test_fused_train_pipeline_keeps_first_persons_but_frames_everyone() -> None:
+    kp, score = _clip(m=3, t=4, lo=100, hi=200)
+    kp[2] += 200  # the third person widens the compact box
+    cfg = PipelineConfig(flip_ratio=0.0)
+    full = train_pipeline(cfg)(kp, score, (480, 640), np.random.default_rng(1))
+    two = train_pipeline(cfg)(kp, score, (480, 640), np.random.default_rng(1), persons=2)
+    assert two[0].shape == (2, 4, 17, 2) and two[1].shape == (2, 4, 17)
+    np.testing.assert_array_equal(two[0], full[0][:2])
+    staged = staged_train_pipeline(cfg)(kp, score, (480, 640), np.random.default_rng(1), persons=2)
+    np.testing.assert_allclose(staged[0], two[0], atol=2e-4, rtol=0)
