@@ -41,28 +41,37 @@ def _check_shape(img_shape: Sequence[int]) -> Shape:
     return h, w
 
 
-def _nonzero_bounds(kp: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float] | None]:
-    """(lo_x, lo_y, hi_x, hi_y) over the non-zero x and the non-zero y coordinates, with NaN/±inf
-    treated as absent (0): returns the array the bounds were taken from (``kp`` itself, or a sanitised
-    copy when it held non-finite values) and None when either axis has no non-zero coordinate.
+class _Coords:
+    """A clip's coordinates as two contiguous rows (x, y) of M·T·V values, with their zero mask and the
+    bounds of the non-zero values per axis (None when an axis has none).
 
-    One masked min and one masked max over a (-1, 2) view: the finite case, by far the common one, costs
-    no sanitising pass, and a non-finite value shows up as a non-finite bound and triggers one.
+    The interleaved M×T×V×2 layout makes NumPy reduce and broadcast over an inner axis of length 2, its
+    slowest path (a per-axis min over a (-1, 2) view costs ~20x a contiguous one); one transposed copy
+    buys contiguous rows for the bounds and the affine map alike. NaN/±inf count as absent (0), as
+    ``np.nan_to_num`` would make them; they show up as non-finite bounds and cost one extra pass only then.
     """
-    flat = kp.reshape(-1, 2)
-    zero = flat == 0
-    lo = np.where(zero, np.inf, flat).min(axis=0).tolist()
-    hi = np.where(zero, -np.inf, flat).max(axis=0).tolist()
-    if not all(map(math.isfinite, (*lo, *hi))):
-        if not np.isfinite(flat).all():
-            kp = np.nan_to_num(kp, nan=0.0, posinf=0.0, neginf=0.0)
-            flat = kp.reshape(-1, 2)
-            zero = flat == 0
-            lo = np.where(zero, np.inf, flat).min(axis=0).tolist()
-            hi = np.where(zero, -np.inf, flat).max(axis=0).tolist()
-        if not all(map(math.isfinite, (*lo, *hi))):  # an axis without any non-zero coordinate
-            return kp, None
-    return kp, (lo[0], lo[1], hi[0], hi[1])
+
+    __slots__ = ("rows", "zero", "bounds")
+
+    def __init__(self, keypoint: np.ndarray) -> None:
+        rows = keypoint.reshape(-1, 2).T.copy()
+        hi = rows.max(axis=1).tolist()
+        if not (math.isfinite(hi[0]) and math.isfinite(hi[1])) and not np.isfinite(rows).all():
+            rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
+            hi = rows.max(axis=1).tolist()
+        zero = rows == 0
+        lo = np.where(zero, np.inf, rows).min(axis=1).tolist()
+        if lo[0] == -math.inf or lo[1] == -math.inf:  # -inf in the data (a +inf would have shown in hi)
+            rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
+            zero = rows == 0
+            lo = np.where(zero, np.inf, rows).min(axis=1).tolist()
+            hi = rows.max(axis=1).tolist()
+        for axis in (0, 1):
+            if hi[axis] <= 0:  # the plain max may be a zero (absent) entry: take the masked one
+                hi[axis] = np.where(zero[axis], -np.inf, rows[axis]).max().tolist()
+        self.rows, self.zero = rows, zero
+        empty = lo[0] == math.inf or lo[1] == math.inf
+        self.bounds = None if empty else (lo[0], lo[1], hi[0], hi[1])
 
 
 def _compact_box(
@@ -114,11 +123,8 @@ def pose_compact(
     """
     _check_clip(keypoint)
     h, w = _check_shape(img_shape)
-    source = np.asarray(keypoint)
-    kp, bounds = _nonzero_bounds(source)
-    if kp is source:
-        kp = kp.copy()
-    box = _compact_box(bounds, h, w, padding, threshold, hw_ratio, allow_imgpad)
+    kp = np.nan_to_num(np.array(keypoint, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
+    box = _compact_box(_Coords(kp).bounds, h, w, padding, threshold, hw_ratio, allow_imgpad)
     if box is None:
         return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
     x1, y1, x2, y2 = box
@@ -444,8 +450,8 @@ class FusedTrainPipeline:
         sc = np.asarray(score, dtype=np.float32)
         _check_clip(kp, sc)
         h, w = _check_shape(img_shape)
-        kp, bounds = _nonzero_bounds(kp)
-        box = _compact_box(bounds, h, w, cfg.padding, cfg.threshold, cfg.hw_ratio, cfg.allow_imgpad)
+        coords = _Coords(kp)
+        box = _compact_box(coords.bounds, h, w, cfg.padding, cfg.threshold, cfg.hw_ratio, cfg.allow_imgpad)
         x1, y1 = (0, 0) if box is None else box[:2]
         ch, cw = (h, w) if box is None else (box[3] - box[1], box[2] - box[0])
         # keep-ratio resize: the reference multiplies by float32(new / old) per axis
@@ -461,23 +467,24 @@ class FusedTrainPipeline:
         scale = [f1x * f2x, f1y * f2y]
         offset = [(-x1 * f1x - bx1) * f2x, (-y1 * f1y - by1) * f2y]
         offset0 = [-bx1 * f2x, -by1 * f2y]
-        if u[2 * attempts + 2] < cfg.flip_ratio:
-            # W - x' for x' != 0, and joints swap sides (their scores with them)
+        flipped = u[2 * attempts + 2] < cfg.flip_ratio
+        if flipped:  # W - x' for x' != 0
             scale[0], offset[0] = -scale[0], tw - offset[0]
             offset0[0] = tw - offset0[0] if offset0[0] != 0 else 0.0
+        m, t, v = kp.shape[:3]
+        m = len(range(m)[:persons])
+        n = m * t * v
+        rows, zero = coords.rows[:, :n], coords.zero[:, :n]  # the kept persons' coordinates
+        rows *= np.array(scale, dtype=np.float32)[:, None]
+        rows += np.array(offset, dtype=np.float32)[:, None]
+        np.copyto(rows, np.array(offset0, dtype=np.float32)[:, None], where=zero)
+        interleaved = rows.T.reshape(m, t, v, 2)  # a strided view of our own rows
+        if flipped:  # joints swap sides, their scores with them; fancy indexing gathers into new arrays
             order = np.asarray(cfg.flip_index)
-            if len(order) != kp.shape[2]:
-                raise ValueError(f"flip: flip_index has {len(order)} entries for V={kp.shape[2]} joints")
-            out, sc = kp[:persons, :, order], sc[:persons, :, order]  # fancy indexing: fresh arrays
-            zero = out == 0
-            out *= np.array(scale, dtype=np.float32)
-        else:
-            src, sc = kp[:persons], sc[:persons]
-            zero = src == 0
-            out = src * np.array(scale, dtype=np.float32)
-        out += np.array(offset, dtype=np.float32)
-        np.copyto(out, np.array(offset0, dtype=np.float32), where=zero)
-        return out, sc, (th, tw)
+            if len(order) != v:
+                raise ValueError(f"flip: flip_index has {len(order)} entries for V={v} joints")
+            return interleaved[:, :, order], sc[:m, :, order], (th, tw)
+        return np.ascontiguousarray(interleaved), sc[:m], (th, tw)
 
 
 def staged_train_pipeline(cfg: PipelineConfig) -> Pipeline:

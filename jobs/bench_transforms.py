@@ -1,0 +1,142 @@
+"""Benchmark: per-sample CPU cost of clip sampling + keypoint transforms (the loader's hot path).
+
+Times, in one process and one run, the current ``intint.clips.ClipMaker.train`` path (both pathways:
+clip_rng, index sampling, fancy-index gather, train pipeline, person truncation) against the same path
+built from a baseline revision of ``intint/transforms.py`` and ``intint/sampling.py`` (loaded from git
+into throw-away modules, so no working-tree file changes), plus the samplers and the train pipeline on
+their own. Figures are µs per call, best of ``--repeats`` rounds (the least disturbed by other load).
+
+    PYTHONPATH=. python jobs/bench_transforms.py [--baseline-rev 016514e] [--samples 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from intint import sampling, transforms
+from intint.clips import ClipMaker
+from intint.shardstream import Video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_revision(module: str, rev: str, tmp: Path) -> ModuleType:
+    """``intint/<module>.py`` at ``rev`` as a standalone module named ``baseline_<module>``."""
+    source = subprocess.run(["git", "show", f"{rev}:intint/{module}.py"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    path = tmp / f"baseline_{module}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"baseline_{module}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_videos(n: int, persons: int, seed: int) -> list[Video]:
+    """Synthetic videos shaped like FineGYM's: T in [60, 300], 17 joints, a few absent joints."""
+    rng = np.random.default_rng(seed)
+    videos = []
+    for i in range(n):
+        t = int(rng.integers(60, 300))
+        kp = rng.uniform(100, 500, size=(persons, t, 17, 2)).astype(np.float32)
+        kp[rng.random((persons, t, 17)) < 0.05] = 0.0
+        score = rng.uniform(0.2, 1.0, size=(persons, t, 17)).astype(np.float32)
+        peak = int(rng.integers(0, t))
+        videos.append(Video(f"k{i:05d}", f"fd{i}", 0, kp, score, (720, 1280), peak, "bench"))
+    return videos
+
+
+def baseline_train(videos: list[Video], old_s: ModuleType, old_t: ModuleType, epoch: int,
+                   max_persons: int) -> None:
+    """The baseline ClipMaker.train body, written against the baseline modules."""
+    pipe = old_t.train_pipeline(old_t.PipelineConfig())
+    for video in videos:
+        total = video.keypoint.shape[1]
+        for pathway in ("integrity", "intensity"):
+            rng = old_s.clip_rng(0, epoch, video.key, pathway)
+            if pathway == "integrity":
+                idx = old_s.uniform_indices(total, 48, 1, test_mode=False, rng=rng)
+            else:
+                idx = old_s.intensity_indices(total, video.peak, 48, 1, jitter=0, rng=rng)
+            kp, score, _ = pipe(video.keypoint[:, idx], video.keypoint_score[:, idx], video.img_shape, rng)
+            kp[:max_persons], score[:max_persons]
+
+
+def best_us(fn: Callable[[], None], calls: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best / calls * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline-rev", default="016514e", help="git revision of the baseline modules")
+    ap.add_argument("--samples", type=int, default=2000, help="videos per timed round")
+    ap.add_argument("--persons", type=int, default=2, help="person slots stored per video")
+    ap.add_argument("--max-persons", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old_t = load_revision("transforms", args.baseline_rev, Path(tmp))
+        old_s = load_revision("sampling", args.baseline_rev, Path(tmp))
+    videos = make_videos(args.samples, args.persons, 0)
+    n = len(videos)
+    maker = ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
+                      args.max_persons, 0)
+    clip = videos[0].keypoint[:, :48].copy()
+    clip_score = videos[0].keypoint_score[:, :48].copy()
+    old_pipe, new_pipe = old_t.train_pipeline(old_t.PipelineConfig()), transforms.train_pipeline(
+        transforms.PipelineConfig())
+    gen = np.random.default_rng(0)
+
+    def lengths() -> list[int]:
+        return [v.keypoint.shape[1] for v in videos]
+
+    rows: list[tuple[str, Callable[[], None], Callable[[], None]]] = [
+        ("two-pathway train sample (ClipMaker.train)",
+         lambda: baseline_train(videos, old_s, old_t, 1, args.max_persons),
+         lambda: [maker.train(v, 1, v.key) for v in videos]),
+        ("clip_rng (per clip)",
+         lambda: [old_s.clip_rng(0, 1, v.key, "integrity") for v in videos],
+         lambda: [sampling.clip_rng(0, 1, v.key, "integrity", out=maker._rngs["integrity"]) for v in videos]),
+        ("uniform_indices train (per clip)",
+         lambda: [old_s.uniform_indices(t, 48, test_mode=False, rng=gen) for t in lengths()],
+         lambda: [sampling.uniform_indices(t, 48, test_mode=False, rng=gen) for t in lengths()]),
+        ("intensity_indices (per clip)",
+         lambda: [old_s.intensity_indices(v.keypoint.shape[1], v.peak, 48) for v in videos],
+         lambda: [sampling.intensity_indices(v.keypoint.shape[1], v.peak, 48) for v in videos]),
+        ("uniform_indices test, 10 clips (per video)",
+         lambda: [old_s.uniform_indices(v.keypoint.shape[1], 48, 10, test_mode=True) for v in videos],
+         lambda: [sampling.uniform_indices(v.keypoint.shape[1], 48, 10, test_mode=True) for v in videos]),
+        ("train pipeline, M=2 L=48 clip (per clip)",
+         lambda: [old_pipe(clip, clip_score, (720, 1280), gen) for _ in range(n)],
+         lambda: [new_pipe(clip, clip_score, (720, 1280), gen, persons=args.max_persons) for _ in range(n)]),
+    ]
+    print(f"baseline {args.baseline_rev} vs working tree; {n} calls per round, best of {args.repeats}; "
+          "µs/call")
+    print(f"{'':46s} {'baseline':>10s} {'new':>10s} {'speed-up':>9s}")
+    for name, old, new in rows:
+        old_us, new_us = best_us(old, n, args.repeats), best_us(new, n, args.repeats)
+        print(f"{name:46s} {old_us:10.1f} {new_us:10.1f} {old_us / new_us:8.1f}x")
+    sample_us = best_us(lambda: [maker.train(v, 2, v.key) for v in videos], n, args.repeats)
+    print(f"new two-pathway samples/s per core (sampling + transforms only): {1e6 / sample_us:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
