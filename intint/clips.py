@@ -78,8 +78,14 @@ class ClipMaker:
         for pathway in self.pathways:
             rng = sampling.clip_rng(self.seed, epoch, rng_key, pathway, out=self._rngs[pathway])
             idx = self._indices(video, pathway, 1, False, rng)
-            kp, score, size = self.train_pipe(video.keypoint[:, idx], video.keypoint_score[:, idx],
-                                              video.img_shape, rng, persons=self.max_persons)
+            if pathway == "intensity" and len(idx) <= video.keypoint.shape[1]:
+                # a window of consecutive frames: a view suffices (the pipeline never writes its input)
+                frames = slice(int(idx[0]), int(idx[0]) + len(idx))
+                kp_in, score_in = video.keypoint[:, frames], video.keypoint_score[:, frames]
+            else:  # np.take gathers along an axis about twice as fast as fancy indexing
+                kp_in = np.take(video.keypoint, idx, axis=1)
+                score_in = np.take(video.keypoint_score, idx, axis=1)
+            kp, score, size = self.train_pipe(kp_in, score_in, video.img_shape, rng, persons=self.max_persons)
             out[pathway] = Clip(kp, score, size)
         return out
 
