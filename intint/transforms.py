@@ -54,7 +54,7 @@ class _Coords:
     __slots__ = ("rows", "zero", "bounds")
 
     def __init__(self, keypoint: np.ndarray) -> None:
-        rows = keypoint.reshape(-1, 2).T.copy()
+        rows = np.array(np.moveaxis(keypoint, -1, 0), order="C").reshape(2, -1)  # our own copy, once
         hi = rows.max(axis=1).tolist()
         if not (math.isfinite(hi[0]) and math.isfinite(hi[1])) and not np.isfinite(rows).all():
             rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
@@ -454,8 +454,12 @@ class FusedTrainPipeline:
         box = _compact_box(coords.bounds, h, w, cfg.padding, cfg.threshold, cfg.hw_ratio, cfg.allow_imgpad)
         x1, y1 = (0, 0) if box is None else box[:2]
         ch, cw = (h, w) if box is None else (box[3] - box[1], box[2] - box[0])
-        # keep-ratio resize: the reference multiplies by float32(new / old) per axis
-        rh, rw = rescale_size((ch, cw), (-1, cfg.train_short_side))
+        if ch <= 0 or cw <= 0:
+            raise ValueError(f"field 'img_shape': the compact box is empty, {(ch, cw)}")
+        # keep-ratio resize to the short side (rescale_size with (-1, short): factor = short / min side);
+        # the reference multiplies by float32(new / old) per axis
+        factor = cfg.train_short_side / min(ch, cw)
+        rh, rw = int(ch * factor + 0.5), int(cw * factor + 0.5)
         f1x, f1y = float(np.float32(rw / cw)), float(np.float32(rh / ch))
         attempts = self.max_attempts
         u = rng.random(2 * attempts + 3).tolist()
@@ -475,9 +479,10 @@ class FusedTrainPipeline:
         m = len(range(m)[:persons])
         n = m * t * v
         rows, zero = coords.rows[:, :n], coords.zero[:, :n]  # the kept persons' coordinates
-        rows *= np.array(scale, dtype=np.float32)[:, None]
-        rows += np.array(offset, dtype=np.float32)[:, None]
-        np.copyto(rows, np.array(offset0, dtype=np.float32)[:, None], where=zero)
+        coef = np.array((scale, offset, offset0), dtype=np.float32)[:, :, None]
+        rows *= coef[0]
+        rows += coef[1]
+        np.copyto(rows, coef[2], where=zero)
         interleaved = rows.T.reshape(m, t, v, 2)  # a strided view of our own rows
         if flipped:  # joints swap sides, their scores with them; fancy indexing gathers into new arrays
             order = np.asarray(cfg.flip_index)

@@ -234,3 +234,16 @@ def test_fused_train_pipeline_keeps_first_persons_but_frames_everyone() -> None:
     np.testing.assert_array_equal(two[0], full[0][:2])
     staged = staged_train_pipeline(cfg)(kp, score, (480, 640), np.random.default_rng(1), persons=2)
     np.testing.assert_allclose(staged[0], two[0], atol=2e-4, rtol=0)
+
+
+def test_fused_train_pipeline_never_writes_its_input() -> None:
+    """The loader passes views of the decoded video (a frame window): they must come back untouched."""
+    kp, score = _clip(m=2, t=10, lo=100, hi=400)
+    before = kp.copy()
+    pipe = train_pipeline(PipelineConfig())
+    for seed in range(6):
+        window = kp[:, 2:8]
+        out, _, _ = pipe(window, score[:, 2:8], (480, 640), np.random.default_rng(seed))
+        assert not np.shares_memory(out, kp)
+        pipe(kp, score, (480, 640), np.random.default_rng(seed))
+    np.testing.assert_array_equal(kp, before)
