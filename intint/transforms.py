@@ -54,7 +54,7 @@ class _Coords:
     __slots__ = ("rows", "zero", "bounds")
 
     def __init__(self, keypoint: np.ndarray) -> None:
-        rows = np.array(np.moveaxis(keypoint, -1, 0), order="C").reshape(2, -1)  # our own copy, once
+        rows = np.array(keypoint.transpose(3, 0, 1, 2), order="C").reshape(2, -1)  # our own copy, once
         hi = rows.max(axis=1).tolist()
         if not (math.isfinite(hi[0]) and math.isfinite(hi[1])) and not np.isfinite(rows).all():
             rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
