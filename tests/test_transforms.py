@@ -114,6 +114,16 @@ def test_compact_truncates_toward_zero_and_keeps_zeros() -> None:
     assert np.all(out[0, 0, 2:] == 0) and np.all(out[0, 1] == 0)
 
 
+def test_compact_box_ignores_zeros_when_every_coordinate_is_negative() -> None:
+    kp = np.zeros((2, 2, 17, 2), np.float32)  # absent joints (0, 0) must not count as the maximum
+    kp[0, 1, :2] = [(-30.0, -40.0), (-10.0, -15.0)]
+    out, shape, _ = pose_compact(kp, (100, 100))
+    # centre (-20, -27.5), half sizes 12.5 / 15.625 → both 15.625: x -35.625..-4.375, y -43.125..-11.875
+    assert shape == (-11 - -43, -4 - -35)
+    np.testing.assert_allclose(out[0, 1, 0], (-30.0 + 35, -40.0 + 43), rtol=1e-6)
+    assert np.all(out[1] == 0) and np.all(out[0, 0] == 0)
+
+
 def test_compact_skips_small_boxes() -> None:
     kp = np.zeros((1, 1, 17, 2), np.float32)
     kp[0, 0, :2] = [(50.0, 50.0), (55.0, 80.0)]  # 5 px wide < threshold 10
