@@ -133,6 +133,54 @@ def inspect(
         raise typer.Exit(code=1)
 
 
+@app.command("demo")
+def demo(
+    out: Annotated[str, typer.Option(help="Output folder (re-running into it starts afresh).")] = "demo_out",
+    videos_per_class: Annotated[int | None, typer.Option(
+        help="Training videos per class (val/test scale along; default 32).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the demo preset's).")] = None,
+    seed: Annotated[int, typer.Option(help="Dataset and training seed.")] = 0,
+    ray_workers: Annotated[int | None, typer.Option(
+        help="Ray Train workers (default: the demo preset's).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Generate the demo dataset, build shards, train both pathways on Ray (CPU), test with fusion, draw."""
+    from intint import demo as demo_mod
+
+    try:
+        opts = demo_mod.DemoOptions(out=out, videos_per_class=videos_per_class, epochs=epochs, seed=seed,
+                                    ray_workers=ray_workers, progress=progress)
+        result = demo_mod.run_demo(opts, echo=typer.echo)
+    except (ValueError, FileExistsError) as e:
+        raise _fail(str(e)) from None
+    demo_mod.print_table(result.results, f"demo test split ({result.results['fused']['num_samples']} videos)")
+    typer.echo(f"results: {result.out / 'results.json'}; checkpoint: {result.checkpoint}")
+    typer.echo("pictures: " + ", ".join(p.name for p in result.pictures))
+    typer.echo("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
+
+
+@app.command("predict")
+def predict(
+    checkpoint: Annotated[str, typer.Option(help="Checkpoint folder (state.pt + config.json).")],
+    annotations: Annotated[str, typer.Option(help="PYSKL annotation pickle holding the video.")],
+    key: Annotated[str | None, typer.Option(
+        help="The video's frame_dir (or shard key); default: the file's first video.")] = None,
+    classes: Annotated[str | None, typer.Option(
+        help="Class-name file (default: the names in the run's shard manifest).")] = None,
+    top: Annotated[int, typer.Option(help="How many classes to list.")] = 5,
+    device: Annotated[str | None, typer.Option(help="torch device (default: cuda when available).")] = None,
+) -> None:
+    """Top classes of one video for each pathway and fused."""
+    from intint import predict as predict_mod
+    from intint.annotations import AnnotationError, UnsafePickleError
+
+    try:
+        pred = predict_mod.predict_file(checkpoint, annotations, key, classes=classes, device=device)
+    except (AnnotationError, UnsafePickleError, KeyError, ValueError, FileNotFoundError) as e:
+        raise _fail(str(e).strip("'\"")) from None
+    typer.echo(predict_mod.format_prediction(pred, top))
+
+
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
