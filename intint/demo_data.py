@@ -17,8 +17,8 @@ So the Intensity pathway wins the fine burst pairs, Integrity wins the count pai
 fusion wins overall. The camera sees the actor from 43-72° off frontal (forward strikes and kicks are
 not foreshortened away) and a bystander is rare: the demo trains a tiny network for a few CPU minutes,
 so the classes must be learnable from a few hundred videos. Left/right pairs are deliberately absent:
-the training flip and the test-time flip view mirror a left-arm action into a right-arm one, so such labels are not learnable with the
-PoseC3D pipeline (the arm/leg used is random per video instead).
+the training flip and the test-time flip view mirror a left-arm action into a right-arm one, so such
+labels are not learnable with the PoseC3D pipeline (the arm/leg used is random per video instead).
 
 Detector realism: scores are highest for the torso, lower for wrists and ankles, and drop with
 joint speed (motion blur); fast extremities are sometimes lost (coordinates 0, score 0), and
