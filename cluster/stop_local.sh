@@ -40,12 +40,13 @@ if [[ -z $pids ]]; then
   exit 0
 fi
 echo "stopping Ray head ($temp_dir): pids $(echo $pids | tr '\n' ' ')"
-for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+# Re-scan every second: processes the head spawned while it was stopping (agents, job drivers) count too.
 for _ in $(seq "$grace"); do
-  alive=""
-  for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
-  [[ -z $alive ]] && { echo "stopped"; exit 0; }
+  for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
   sleep 1
+  pids=$(head_pids)
+  [[ -z $pids ]] && { echo "stopped"; exit 0; }
 done
-for pid in $alive; do kill -KILL "$pid" 2>/dev/null || true; done
-echo "stopped (SIGKILL:$alive)"
+for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+sleep 1
+echo "stopped (SIGKILL: $(echo $pids | tr "\n" " "))"

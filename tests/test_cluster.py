@@ -98,5 +98,8 @@ def test_ray_job_submit_trains_on_a_local_head(tmp_path: Path, monkeypatch: pyte
         stopped = subprocess.run([str(REPO / "cluster" / "stop_local.sh"), "--temp-dir", temp_dir], env=env,
                                  cwd=REPO, capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    deadline = time.monotonic() + 30  # killed processes may take a moment to leave /proc
+    while head_alive(temp_dir) and time.monotonic() < deadline:
+        time.sleep(1)
     assert not head_alive(temp_dir)
     shutil.rmtree(temp_dir, ignore_errors=True)
