@@ -279,7 +279,7 @@ def demo() -> TrainConfig:
     return TrainConfig(
         dataset="demo",
         name="demo",
-        epochs=20,
+        epochs=16,
         repeat=1,
         batch_size=8,
         num_workers=2,
@@ -288,7 +288,7 @@ def demo() -> TrainConfig:
         intensity_definition="J",
         bf16=False,
         log_every=5,
-        optim=OptimConfig(lr=0.1, weight_decay=1e-4, schedule="cosine", grad_clip=40.0, base_batch=16),
+        optim=OptimConfig(lr=0.2, weight_decay=1e-4, schedule="cosine", grad_clip=40.0, base_batch=16),
         model=ModelConfig(stage_blocks=(1, 1, 1), base_channels=8, dropout=0.0),
         data=DataConfig(clip_len=48, train_size=16, test_size=16, train_short_side=18, sigma=1.0,
                         shuffle_buffer=64, train_split="train", val_split="val", test_split="test"),

@@ -43,7 +43,8 @@ from intint.demo_data import DEMO_CLASSES, DemoConfig, DemoSet, generate_demo
 MARKER = "intint-demo.json"  # marks a folder the demo owns (and may clear on the next run)
 # What a re-run removes besides the pictures.
 OWNED = ("demo.pkl", "classes.txt", "bursts.json", "shards", "run", "checkpoint", "results.json")
-EXAMPLE_CLASSES: tuple[str, ...] = ("punch", "wave_three_times", "kick_high")  # burst, count, burst
+# A burst class, a count class and the fine wave (its oscillation is only seen densely) for the pictures.
+EXAMPLE_CLASSES: tuple[str, ...] = ("punch", "jump_three_times", "wave")
 RUN_NAME = "run"
 HISTORY_FILE = "history.jsonl"
 CURVES_SHOWN: tuple[str, ...] = ("J", "B", "A")
