@@ -26,10 +26,26 @@ Protocol (no locks; every flag has exactly one writer at a time):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
+from intint.heatmaps import clear_written
+
 FREE = -1
+
+
+@dataclass
+class RingBuffer:
+    """One ring slot's buffer in its worker, and the storage offsets the last renders into it wrote.
+
+    Why the offsets: a batch of heatmaps is ~99 % zeros, so resetting the few elements drawn last time
+    (``heatmaps.clear_written``) moves a hundredth of the bytes of zeroing the whole 164 MB buffer,
+    which does not fit in any cache.
+    """
+
+    tensor: torch.Tensor
+    written: list[torch.Tensor] = field(default_factory=list)
 
 
 def new_shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -40,27 +56,36 @@ def new_shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class WorkerBuffers:
-    """A worker's ring of batch buffers (lives in the worker; ``arena`` persists across passes)."""
+    """A worker's ring of batch buffers (lives in the worker; ``arena`` persists across passes).
+
+    Every buffer ``take`` hands out is all zeros, and comes with the list its renders must record
+    their writes in (``heatmaps.render(..., clear=False, written=...)``): a fresh shared-memory buffer
+    is zero-filled by the kernel (``ftruncate`` of a new file), a recycled one is reset where it was
+    drawn on. So the main process must treat batch tensors as read-only (``to_device`` copies).
+    """
 
     def __init__(self, flags: torch.Tensor, worker: int, generation: int,
-                 arena: dict[int, torch.Tensor]) -> None:
+                 arena: dict[int, RingBuffer]) -> None:
         self.flags, self.worker, self.generation, self.arena = flags, worker, generation, arena
 
     def take(self, shape: tuple[int, ...],
-             dtype: torch.dtype) -> tuple[torch.Tensor, tuple[int, int, int] | None]:
-        """A buffer of ``shape`` and the ring slot ``(worker, slot, generation)`` it came from, or a fresh
-        buffer and None when every slot is still in the main process' hands."""
+             dtype: torch.dtype) -> tuple[RingBuffer, tuple[int, int, int] | None]:
+        """A zeroed buffer of ``shape`` and the ring slot ``(worker, slot, generation)`` it came from, or
+        a fresh buffer and None when every slot is still in the main process' hands."""
         row = self.flags[self.worker]
         free = [r for r, flag in enumerate(row.tolist()) if flag == FREE]
-        warm = [r for r in free
-                if r in self.arena and self.arena[r].shape == shape and self.arena[r].dtype == dtype]
+        warm = [r for r in free if r in self.arena and self.arena[r].tensor.shape == shape
+                and self.arena[r].tensor.dtype == dtype]
         if not free:
-            return new_shared(shape, dtype), None
+            return RingBuffer(new_shared(shape, dtype)), None
         slot = warm[0] if warm else free[0]
-        if slot not in warm:
-            self.arena[slot] = new_shared(shape, dtype)
+        if slot in warm:
+            ring = self.arena[slot]
+            clear_written(ring.tensor, ring.written)
+        else:
+            ring = self.arena[slot] = RingBuffer(new_shared(shape, dtype))
         row[slot] = self.generation
-        return self.arena[slot], (self.worker, slot, self.generation)
+        return ring, (self.worker, slot, self.generation)
 
 
 class Ledger:

@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from intint import heatmaps, intensity, loaderplan, reweight, shardio
-from intint.bufferpool import Ledger, WorkerBuffers, new_shared
+from intint.bufferpool import Ledger, RingBuffer, WorkerBuffers, new_shared
 from intint.clips import PATHWAYS, Clip, ClipMaker, render_views
 from intint.shardstream import (
     CorruptSample,
@@ -218,6 +218,7 @@ class BatchBuilder:
         self.kp: np.ndarray | None = None
         self.score: np.ndarray | None = None
         self.hw: tuple[int, int] | None = None
+        self.written: list[torch.Tensor] | None = None  # a zeroed ring buffer's write record, else None
 
     def _alloc(self, clip: Clip) -> None:
         lead = (len(self.pathways), self.size)
@@ -229,8 +230,8 @@ class BatchBuilder:
                 self.heatmaps = _empty((*lead, *views, joints, length, h, w), torch.float16)
             else:  # ring buffers hold a full batch; a smaller last batch uses the front of one
                 full = (len(self.pathways), self.cfg.batch_size, *views, joints, length, h, w)
-                buffer, self.pool_slot = self.buffers.take(full, torch.float16)
-                self.heatmaps = buffer[:, : self.size]
+                ring, self.pool_slot = self.buffers.take(full, torch.float16)
+                self.heatmaps, self.written = ring.tensor[:, : self.size], ring.written
         else:
             clips = () if self.num_clips is None else (self.num_clips,)
             m = self.cfg.max_persons
@@ -248,24 +249,34 @@ class BatchBuilder:
                 raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): {pathway} clip "
                                  f"is {clip.size}, the batch's others are {self.hw}; the pipeline must end "
                                  "in a fixed size")
-            if self.heatmaps is not None:
-                self._render(clip, self.heatmaps[p, i])
-            else:
+            if self.heatmaps is None:
                 assert self.kp is not None and self.score is not None
                 m = clip.keypoint.shape[-4]
                 self.kp[p, i, ..., :m, :, :, :] = clip.keypoint
                 self.score[p, i, ..., :m, :, :] = clip.score
+        if self.heatmaps is not None:
+            self._render([clips[pathway] for pathway in self.pathways], self.heatmaps[:, i])
         self.labels[i] = video.label
         self.keys.append(video.key)
 
-    def _render(self, clip: Clip, slot: torch.Tensor) -> None:
-        """Render straight into the batch's float16 shared-memory slot (no float32 volume, no copy)."""
-        h, w = clip.size
-        if self.num_clips is None:
-            heatmaps.render(clip.keypoint, clip.score, h, w, sigma=self.cfg.sigma, out=slot)
+    def _render(self, clips: list[Clip], slot: torch.Tensor) -> None:
+        """Render straight into the batch's float16 shared-memory slot P×K×T×H×W (no float32 volume, no
+        copy). Training clips with the same person count go through one ``render_batch`` call, which
+        costs ~20 % less than one call per pathway."""
+        h, w = self.hw or clips[0].size
+        sigma, clear, written = self.cfg.sigma, self.written is None, self.written
+        if self.num_clips is None and len({c.keypoint.shape for c in clips}) == 1:
+            kp = np.stack([c.keypoint for c in clips])
+            score = np.stack([c.score for c in clips])
+            heatmaps.render_batch(kp, score, h, w, sigma=sigma, out=slot, clear=clear, written=written)
+        elif self.num_clips is None:
+            for clip, out in zip(clips, slot, strict=True):
+                heatmaps.render(clip.keypoint, clip.score, h, w, sigma=sigma, out=out, clear=clear,
+                                written=written)
         else:  # test views are view-major (N = view·C + clip), not the renderer's clip-major layout
-            kp, score = clip.keypoint[None], clip.score[None]
-            slot.copy_(render_views(kp, score, clip.size, self.cfg.sigma, self.flip_double)[0])
+            for clip, out in zip(clips, slot, strict=True):
+                kp, score = clip.keypoint[None], clip.score[None]
+                out.copy_(render_views(kp, score, clip.size, sigma, self.flip_double)[0])
 
     def finish(self, skipped: int) -> dict[str, Any]:
         """The wire batch of the samples added so far (a smaller last batch is a view of the buffers)."""
@@ -370,7 +381,7 @@ class _TrainStream(IterableDataset):
         super().__init__()
         self.layout, self.plan, self.shared_state, self.pool_flags = layout, plan, shared_state, pool_flags
         self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
-        self.arena: dict[int, torch.Tensor] = {}  # this worker's recycled heatmap buffers (bufferpool)
+        self.arena: dict[int, RingBuffer] = {}  # this worker's recycled heatmap buffers (bufferpool)
 
     def _videos(self, reader: int, epoch: int, skips: _Skips) -> Iterator[tuple[str, Video]]:
         """This reader's videos in order, endlessly: pass 0 is the epoch proper, later passes top up.

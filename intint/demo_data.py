@@ -68,8 +68,8 @@ class DemoConfig:
     # Every video is 200-300 frames, whatever its class: a single burst then fills a small, steady share
     # of the uniformly sampled clip and three repetitions fill three times that, so the Integrity
     # pathway can tell them apart by how much of its clip shows the action.
-    min_frames: int = 200
-    max_frames: int = 300
+    min_frames: int = 120
+    max_frames: int = 400
     min_frames_count_classes: int = 200    # three repetitions 48 frames apart need room
     two_person_prob: float = 0.1            # a bystander idles beside the actor for the whole video
     frame_shapes: tuple[tuple[int, int], ...] = DEMO_FRAME_SHAPES

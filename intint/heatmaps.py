@@ -145,21 +145,27 @@ class _Canvas:
     flat: torch.Tensor
     dtype: torch.dtype  # the output's float dtype
     bits: torch.dtype | None  # the same-width integer dtype the flat view has (CPU), else None
+    offset: int  # the storage offset of ``flat[0]``
+    written: list[torch.Tensor] | None  # where to record the storage offsets drawn, if anywhere
 
     @staticmethod
-    def of(out: torch.Tensor) -> _Canvas:
+    def of(out: torch.Tensor, written: list[torch.Tensor] | None = None) -> _Canvas:
         span = 1 + sum((size - 1) * stride for size, stride in zip(out.shape, out.stride(), strict=True))
         flat = out.as_strided((span,), (1,))
         bits = _BITS[out.dtype] if out.device.type in _INTEGER_SCATTER_DEVICES else None
-        return _Canvas(flat if bits is None else flat.view(bits), out.dtype, bits)
+        return _Canvas(flat if bits is None else flat.view(bits), out.dtype, bits, out.storage_offset(),
+                       written)
 
 
 def _scatter_max(canvas: _Canvas, index: torch.Tensor, values: torch.Tensor) -> None:
     """Max float32 values >= 0 (broadcast to the index's shape V×...) into the canvas at ``index``.
 
     Values are rounded to the output dtype first (rounding is monotonic, so the max of rounded values
-    is the rounded max).
+    is the rounded max). With ``canvas.written`` the storage offsets drawn are recorded there.
     """
+    if canvas.written is not None:
+        flat = index.reshape(-1)
+        canvas.written.append(flat + canvas.offset if canvas.offset else flat)
     src = values if canvas.dtype == torch.float32 else values.to(canvas.dtype)
     if canvas.bits is not None:
         src = src.view(canvas.bits)
@@ -346,6 +352,8 @@ def render_batch(
     flip_double: bool = False,
     dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
+    clear: bool = True,
+    written: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Heatmap volumes for a batch of clips: keypoint B×M×T×V×2, score B×M×T×V → B×K×T×H×W.
 
@@ -358,7 +366,16 @@ def render_batch(
     into the caller's tensor instead (shape B×K×T×H×W, any strides, e.g. a slice of a shared-memory
     batch buffer; its dtype is the output dtype); it is overwritten entirely and returned. Runs on the
     device of ``out``, else of a tensor input (NumPy inputs without ``out`` render on the CPU).
+
+    Re-rendering into a recycled buffer without zeroing it all (``clear=False``, with ``out``): the
+    caller promises ``out`` is already zero, e.g. because it reset just the elements the last render
+    wrote. ``written``, a list, receives int64 tensors of the storage offsets (into ``out``'s storage,
+    duplicates possible) of every element this call may have made non-zero; ``clear_written`` resets
+    them. Why: a batch of volumes is ~99 % zeros and larger than the CPU caches, so zeroing it whole
+    costs as much memory traffic as everything else a loader worker does per clip.
     """
+    if not clear and out is None:
+        raise ValueError("render: clear=False needs out= (a fresh output is always zeroed)")
     if height <= 0 or width <= 0:
         raise ValueError(f"render: height and width must be positive, got {(height, width)}")
     if sigma <= 0:
@@ -398,11 +415,12 @@ def render_batch(
             raise ValueError(f"field 'out': expected shape {shape}, got {tuple(out.shape)}")
         if any(stride <= 0 for size, stride in zip(out.shape, out.stride(), strict=True) if size > 1):
             raise ValueError(f"field 'out': strides {out.stride()} overlap (an expanded tensor?)")
-        out.zero_()
+        if clear:
+            out.zero_()
     if out.numel() == 0 or m == 0:
         return out
     layout = _layout((b, m, t, channels), tuple(out.stride()), width, mirror, kp.device)
-    canvas = _Canvas.of(out)
+    canvas = _Canvas.of(out, written)
     if pairs is None:
         _joint_maps(kp, score, canvas, layout, height, width, sigma)
     else:
@@ -411,6 +429,20 @@ def render_batch(
         score = torch.where(finite, score, torch.zeros((), device=kp.device))
         _limb_maps(kp, score, canvas, layout, height, width, sigma, pairs)
     return out
+
+
+def clear_written(buffer: torch.Tensor, written: list[torch.Tensor]) -> None:
+    """Zero the elements of ``buffer``'s storage that renders recorded in ``written`` (and empty it), so
+    the buffer can be rendered into again with ``clear=False``. ``buffer`` is any tensor over that storage."""
+    if not written:
+        return
+    storage = buffer.untyped_storage()
+    elements = storage.nbytes() // buffer.element_size()
+    flat = torch.empty(0, dtype=buffer.dtype, device=buffer.device).set_(storage, 0, (elements,), (1,))
+    index = torch.cat(written) if len(written) > 1 else written[0]
+    bits = _BITS.get(flat.dtype) if flat.device.type in _INTEGER_SCATTER_DEVICES else None
+    (flat if bits is None else flat.view(bits)).index_fill_(0, index, 0)
+    written.clear()
 
 
 def render(
@@ -424,9 +456,12 @@ def render(
     flip_double: bool = False,
     dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
+    clear: bool = True,
+    written: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Heatmap volume of one clip: keypoint M×T×V×2, score M×T×V → K×T×H×W (``render_batch`` on a
-    batch of one; see there for K, ``limbs``, ``flip_double``, ``dtype`` and ``out``, here K×T×H×W).
+    batch of one; see there for K, ``limbs``, ``flip_double``, ``dtype``, ``out``, ``clear`` and
+    ``written``, here K×T×H×W).
     """
     if keypoint.ndim != 4:
         raise ValueError(f"field 'keypoint': expected M×T×V×2, got shape {tuple(keypoint.shape)}")
@@ -434,6 +469,7 @@ def render(
         raise ValueError(f"field 'keypoint_score': expected M×T×V, got shape {tuple(keypoint_score.shape)}")
     batch = render_batch(
         keypoint[None], keypoint_score[None], height, width, sigma=sigma, limbs=limbs,
-        flip_double=flip_double, dtype=dtype, out=None if out is None else out[None],
+        flip_double=flip_double, dtype=dtype, out=None if out is None else out[None], clear=clear,
+        written=written,
     )
     return batch[0] if out is None else out
