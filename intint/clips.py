@@ -38,6 +38,17 @@ class Clip:
     size: tuple[int, int]
 
 
+@dataclass
+class ClipBatch:
+    """One pathway's training clips of a batch: keypoint B×M×L×V×2, score B×M×L×V, clip i's real
+    persons in its first ``persons[i]`` slots (zeros after them), all in a frame of ``size``."""
+
+    keypoint: np.ndarray
+    score: np.ndarray
+    size: tuple[int, int]
+    persons: list[int]
+
+
 class ClipMaker:
     """Samples, transforms and truncates the clips of the enabled pathways for one video."""
 
@@ -87,6 +98,47 @@ class ClipMaker:
                 score_in = np.take(video.keypoint_score, idx, axis=1)
             kp, score, size = self.train_pipe(kp_in, score_in, video.img_shape, rng, persons=self.max_persons)
             out[pathway] = Clip(kp, score, size)
+        return out
+
+    def train_batch(self, videos: list[Video], epoch: int, rng_keys: list[str]) -> dict[str, ClipBatch]:
+        """``train`` for a whole batch: per pathway, the clips of all videos as padded arrays.
+
+        Clip i equals ``train(videos[i], epoch, rng_keys[i])`` bit for bit (same Generators, same
+        draws in the same order), with person slots beyond its own count zero. Sampling and gathering
+        stay per video; the keypoint transforms run once for the batch (``FusedTrainPipeline.batch``),
+        which is most of a sample's CPU time when done clip by clip.
+        """
+        if len(videos) != len(rng_keys) or not videos:
+            raise ValueError(f"train_batch: {len(videos)} videos and {len(rng_keys)} RNG keys")
+        attempts = self.train_pipe.max_attempts
+        persons = [int(v.keypoint.shape[0]) for v in videos]
+        joints = videos[0].keypoint.shape[2]
+        for v in videos:
+            if v.keypoint.shape[2] != joints:
+                raise ValueError(f"{v.shard}: sample {v.key} ({v.frame_dir!r}): field 'keypoint': "
+                                 f"{v.keypoint.shape[2]} joints, the batch's others have {joints}")
+        shape = (len(videos), max(persons), self.clip_len, joints)
+        out = {}
+        for pathway in self.pathways:
+            kp = np.zeros((*shape, 2), dtype=np.float32)
+            score = np.zeros(shape, dtype=np.float32)
+            uniforms = np.empty((len(videos), 2 * attempts + 3))
+            for i, (video, key) in enumerate(zip(videos, rng_keys, strict=True)):
+                rng = sampling.clip_rng(self.seed, epoch, key, pathway, out=self._rngs[pathway])
+                idx = self._indices(video, pathway, 1, False, rng)
+                m = persons[i]
+                if pathway == "intensity" and len(idx) <= video.keypoint.shape[1]:
+                    start = int(idx[0])
+                    kp[i, :m] = video.keypoint[:, start : start + len(idx)]
+                    score[i, :m] = video.keypoint_score[:, start : start + len(idx)]
+                else:
+                    kp[i, :m] = np.take(video.keypoint, idx, axis=1)
+                    score[i, :m] = np.take(video.keypoint_score, idx, axis=1)
+                rng.random(out=uniforms[i])
+            shapes = [video.img_shape for video in videos]
+            kp_out, score_out, size = self.train_pipe.batch(kp, score, persons, shapes, uniforms,
+                                                            keep=self.max_persons)
+            out[pathway] = ClipBatch(kp_out, score_out, size, [min(m, self.max_persons) for m in persons])
         return out
 
     def test(self, video: Video, num_clips: int) -> dict[str, Clip]:

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from intint import heatmaps, intensity, loaderplan, reweight, shardio
 from intint.bufferpool import Ledger, RingBuffer, WorkerBuffers, new_shared
-from intint.clips import PATHWAYS, Clip, ClipMaker, render_views
+from intint.clips import PATHWAYS, Clip, ClipBatch, ClipMaker, render_views
 from intint.shardstream import (
     CorruptSample,
     ShardRef,
@@ -220,10 +220,9 @@ class BatchBuilder:
         self.hw: tuple[int, int] | None = None
         self.written: list[torch.Tensor] | None = None  # a zeroed ring buffer's write record, else None
 
-    def _alloc(self, clip: Clip) -> None:
+    def _alloc(self, length: int, joints: int, size: tuple[int, int]) -> None:
         lead = (len(self.pathways), self.size)
-        length, joints = clip.keypoint.shape[-3], clip.keypoint.shape[-2]
-        h, w = clip.size
+        h, w = size
         if self.cfg.heatmaps_on == "workers":
             views = () if self.num_clips is None else (self.num_clips * (2 if self.flip_double else 1),)
             if self.buffers is None:
@@ -244,7 +243,7 @@ class BatchBuilder:
             clip = clips[pathway]
             if self.hw is None:
                 self.hw = clip.size
-                self._alloc(clip)
+                self._alloc(clip.keypoint.shape[-3], clip.keypoint.shape[-2], clip.size)
             elif clip.size != self.hw:
                 raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): {pathway} clip "
                                  f"is {clip.size}, the batch's others are {self.hw}; the pipeline must end "
@@ -258,6 +257,32 @@ class BatchBuilder:
             self._render([clips[pathway] for pathway in self.pathways], self.heatmaps[:, i])
         self.labels[i] = video.label
         self.keys.append(video.key)
+
+    def add_batch(self, videos: list[Video], batch: dict[str, ClipBatch]) -> None:
+        """A whole training batch at once, from ``ClipMaker.train_batch`` (into an empty builder)."""
+        n = len(videos)
+        if self.keys or n > self.size:
+            raise ValueError(f"add_batch: {n} videos into a builder of {self.size} holding {len(self.keys)}")
+        first = batch[self.pathways[0]]
+        self.hw = first.size
+        length, joints = first.keypoint.shape[2:4]
+        self._alloc(length, joints, first.size)
+        if self.heatmaps is not None:  # both pathways of a sample in one call, real persons only
+            h, w = first.size
+            for i, m in enumerate(first.persons):
+                kp = np.stack([batch[p].keypoint[i, :m] for p in self.pathways])
+                score = np.stack([batch[p].score[i, :m] for p in self.pathways])
+                heatmaps.render_batch(kp, score, h, w, sigma=self.cfg.sigma, out=self.heatmaps[:, i],
+                                      clear=self.written is None, written=self.written)
+        else:
+            assert self.kp is not None and self.score is not None
+            for p, pathway in enumerate(self.pathways):
+                clips = batch[pathway]
+                m = min(clips.keypoint.shape[1], self.kp.shape[2])
+                self.kp[p, :n, :m] = clips.keypoint[:, :m]
+                self.score[p, :n, :m] = clips.score[:, :m]
+        self.labels[:n] = [video.label for video in videos]
+        self.keys = [video.key for video in videos]
 
     def _render(self, clips: list[Clip], slot: torch.Tensor) -> None:
         """Render straight into the batch's float16 shared-memory slot P×K×T×H×W (no float32 volume, no
@@ -428,9 +453,8 @@ class _TrainStream(IterableDataset):
                               cfg.pipeline, cfg.max_persons, cfg.seed)
             for size in plan.batch_sizes()[plan.skipped_batches(reader, consumed):]:
                 builder = BatchBuilder(cfg, size, None, False, buffers)
-                for _ in range(size):
-                    rng_key, video = next(videos)
-                    builder.add(video, maker.train(video, epoch, rng_key))
+                keys, batch = zip(*(next(videos) for _ in range(size)), strict=True)
+                builder.add_batch(list(batch), maker.train_batch(list(batch), epoch, list(keys)))
                 yield builder.finish(skips.take())
         finally:
             videos.close()

@@ -201,6 +201,8 @@ def profile_pass(cfg: LoaderConfig, samples: int) -> dict[str, Any]:
     ledger = Ledger(1, 1)
     buffers = WorkerBuffers(ledger.flags, 0, 0, {}) if cfg.heatmaps_on == "workers" else None
     builder = BatchBuilder(cfg, cfg.batch_size, None, False, buffers)
+    pending: list = []  # decoded videos of the batch being filled (the worker's batch-at-once path)
+    full = 0  # samples that went through a whole batch
     shards = shard_refs(cfg.shards, cfg.split)
     while done < samples:
         for shard in shards:
@@ -215,31 +217,30 @@ def profile_pass(cfg: LoaderConfig, samples: int) -> dict[str, Any]:
                 stages["read"] += t1 - t0
                 if raw is None:
                     break
-                video = decode(raw, shard.tar, num_classes, peaks)
-                t2 = time.process_time()
-                clips = maker.train(video, 0, video.key)
-                t3 = time.process_time()
-                builder.add(video, clips)
-                t4 = time.process_time()
-                stages["decode"] += t2 - t1
-                stages["sample_transform"] += t3 - t2
-                stages["render"] += t4 - t3
+                pending.append(decode(raw, shard.tar, num_classes, peaks))
+                stages["decode"] += time.process_time() - t1
                 done += 1
-                if len(builder.keys) == cfg.batch_size:
+                if len(pending) == cfg.batch_size:
+                    t2 = time.process_time()
+                    clips = maker.train_batch(pending, 0, [v.key for v in pending])
+                    t3 = time.process_time()
+                    builder.add_batch(pending, clips)
                     wire = builder.finish(0)
-                    t5 = time.process_time()
+                    t4 = time.process_time()
                     received = unpack(pickle.loads(ForkingPickler.dumps(wire)))
-                    t6 = time.process_time()
+                    t5 = time.process_time()
                     to_device(received, "cpu", cfg)
-                    t7 = time.process_time()
-                    stages["ipc_collate"] += t6 - t5
-                    to_dev += t7 - t6
+                    t6 = time.process_time()
+                    stages["sample_transform"] += t3 - t2
+                    stages["render"] += t4 - t3
+                    stages["ipc_collate"] += t5 - t4
+                    to_dev += t6 - t5
+                    full += len(pending)
                     del wire, received
+                    pending = []
                     ledger.flags[0, 0] = FREE
                     builder = BatchBuilder(cfg, cfg.batch_size, None, False, buffers)
-    full = done - len(builder.keys)
-    per_sample = {k: v / done for k, v in stages.items()}
-    per_sample["ipc_collate"] = stages["ipc_collate"] / max(full, 1)
+    per_sample = {k: v / (done if k in ("read", "decode") else max(full, 1)) for k, v in stages.items()}
     total = sum(per_sample.values())
     return {"stage_ms_per_sample": {k: round(v * 1e3, 4) for k, v in per_sample.items()},
             "stage_share": {k: round(v / total, 4) for k, v in per_sample.items()},

@@ -257,3 +257,48 @@ def test_fused_train_pipeline_never_writes_its_input() -> None:
         assert not np.shares_memory(out, kp)
         pipe(kp, score, (480, 640), np.random.default_rng(seed))
     np.testing.assert_array_equal(kp, before)
+
+
+def _video(rng: np.random.Generator, key: str, persons: int, frames: int, hw: tuple[int, int]):
+    from intint.shardstream import Video
+
+    kp = (rng.random((persons, frames, 17, 2)) * np.array([hw[1], hw[0]]) * 0.6 + 20).astype(np.float16)
+    kp[rng.random(kp.shape[:3]) < 0.05] = 0  # absent joints
+    if persons > 1 and rng.random() < 0.5:
+        kp[1, rng.integers(frames)] = np.nan  # a corrupt frame of the second person
+    score = rng.random(kp.shape[:3]).astype(np.float16)
+    return Video(key, key, 0, kp, score, hw, int(rng.integers(frames)), "shard-0.tar")
+
+
+def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit() -> None:
+    """The loader's batched hot path (ClipMaker.train_batch) must give every clip exactly what the
+    per-clip path gives: same draws, same box, same flip, persons truncated after framing, padding 0."""
+    from intint.clips import ClipMaker
+
+    rng = np.random.default_rng(3)
+    videos = [_video(rng, f"v{i}", persons=int(rng.integers(1, 4)), frames=int(rng.integers(20, 150)),
+                     hw=((480, 640), (1080, 1920))[i % 2]) for i in range(24)]
+    videos.append(_video(rng, "empty", 1, 60, (480, 640)))
+    videos[-1].keypoint[:] = 0  # nothing to frame: the compact box is skipped
+    maker = ClipMaker(("integrity", "intensity"), 48, "J", 0, PipelineConfig(train_hw=(56, 56)), 2, 7)
+    keys = [v.key if i % 3 else f"{v.key}#topup1" for i, v in enumerate(videos)]
+    batch = maker.train_batch(videos, 5, keys)
+    for i, (video, key) in enumerate(zip(videos, keys, strict=True)):
+        single = maker.train(video, 5, key)
+        for pathway in ("integrity", "intensity"):
+            clip, got = single[pathway], batch[pathway]
+            m = clip.keypoint.shape[0]
+            assert got.persons[i] == m and got.size == clip.size == (56, 56)
+            np.testing.assert_array_equal(got.keypoint[i, :m], clip.keypoint)
+            np.testing.assert_array_equal(got.score[i, :m], clip.score)
+            assert not got.keypoint[i, m:].any() and not got.score[i, m:].any()
+    assert batch["integrity"].keypoint.shape == (25, 2, 48, 17, 2)
+
+
+def test_batched_train_pipeline_checks_its_arguments() -> None:
+    pipe = train_pipeline(PipelineConfig())
+    kp, score = np.zeros((2, 1, 4, 17, 2), np.float32), np.zeros((2, 1, 4, 17), np.float32)
+    with pytest.raises(ValueError, match="disagree"):
+        pipe.batch(kp, score, [1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
+    with pytest.raises(ValueError, match="B×M×T×V×2"):
+        pipe.batch(kp[0], score, [1, 1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
