@@ -120,7 +120,7 @@ class ClipMaker:
         shape = (len(videos), max(persons), self.clip_len, joints)
         out = {}
         for pathway in self.pathways:
-            kp = np.zeros((*shape, 2), dtype=np.float32)
+            rows = np.zeros((shape[0], 2, *shape[1:]), dtype=np.float32)  # x and y planes (see batch)
             score = np.zeros(shape, dtype=np.float32)
             uniforms = np.empty((len(videos), 2 * attempts + 3))
             for i, (video, key) in enumerate(zip(videos, rng_keys, strict=True)):
@@ -128,15 +128,16 @@ class ClipMaker:
                 idx = self._indices(video, pathway, 1, False, rng)
                 m = persons[i]
                 if pathway == "intensity" and len(idx) <= video.keypoint.shape[1]:
-                    start = int(idx[0])
-                    kp[i, :m] = video.keypoint[:, start : start + len(idx)]
-                    score[i, :m] = video.keypoint_score[:, start : start + len(idx)]
+                    frames = slice(int(idx[0]), int(idx[0]) + len(idx))
+                    clip, clip_score = video.keypoint[:, frames], video.keypoint_score[:, frames]
                 else:
-                    kp[i, :m] = np.take(video.keypoint, idx, axis=1)
-                    score[i, :m] = np.take(video.keypoint_score, idx, axis=1)
+                    clip = np.take(video.keypoint, idx, axis=1)
+                    clip_score = np.take(video.keypoint_score, idx, axis=1)
+                rows[i, :, :m] = clip.transpose(3, 0, 1, 2)
+                score[i, :m] = clip_score
                 rng.random(out=uniforms[i])
             shapes = [video.img_shape for video in videos]
-            kp_out, score_out, size = self.train_pipe.batch(kp, score, persons, shapes, uniforms,
+            kp_out, score_out, size = self.train_pipe.batch(rows, score, persons, shapes, uniforms,
                                                             keep=self.max_persons)
             out[pathway] = ClipBatch(kp_out, score_out, size, [min(m, self.max_persons) for m in persons])
         return out

@@ -449,7 +449,9 @@ class FusedTrainPipeline:
         sc = np.asarray(score, dtype=np.float32)
         _check_clip(kp, sc)
         coords = _Coords(kp)
-        coef, flipped = self._affine(coords.bounds, img_shape, rng.random(2 * self.max_attempts + 3).tolist())
+        uniforms = rng.random(2 * self.max_attempts + 3).tolist()
+        affine, flipped = self._affine(coords.bounds, img_shape, uniforms)
+        coef = np.array(affine, dtype=np.float32)
         m, t, v = kp.shape[:3]
         m = len(range(m)[:persons])
         n = m * t * v
@@ -465,13 +467,13 @@ class FusedTrainPipeline:
         out = out.reshape(m, t, v, 2)
         th, tw = self.cfg.train_hw
         if flipped:  # joints swap sides, their scores with them; fancy indexing gathers into new arrays
-            order = self._flip_order(v)
-            return out[:, :, order], sc[:m, :, order], (th, tw)
+            order = self._flip_order(v)  # ``take``: ~10x cheaper than fancy indexing here
+            return out.take(order, axis=2), sc[:m].take(order, axis=2), (th, tw)
         return out, sc[:m], (th, tw)
 
     def batch(
         self,
-        keypoint: np.ndarray,
+        rows: np.ndarray,
         score: np.ndarray,
         persons: Sequence[int],
         img_shapes: Sequence[Sequence[int]],
@@ -481,53 +483,61 @@ class FusedTrainPipeline:
     ) -> tuple[np.ndarray, np.ndarray, Shape]:
         """The same map for a batch of B clips at once: the loader's training hot path.
 
-        ``keypoint`` B×M×L×V×2 / ``score`` B×M×L×V (float32) hold clip i's ``persons[i]`` person slots
-        first and zeros after them (a padded slot has no non-zero coordinate, so it does not move the
-        compact box); ``uniforms`` B×(2·max_attempts + 3) are each clip's draws, the numbers
-        ``rng.random(2 * max_attempts + 3)`` gives ``__call__``. Returns keypoint B×K×L×V×2 and score
-        B×K×L×V with K = min(keep, M), padded slots zero: clip i equals ``__call__`` with
-        ``persons=keep`` on its own slots, bit for bit. Why: per clip the chain is ~25 NumPy calls on
-        ~1,600 numbers, all call overhead; here they run once per batch and only the scalar box maths
-        stays per clip.
+        ``rows`` B×2×M×L×V (float32, the x then the y plane of every clip; overwritten) and ``score``
+        B×M×L×V hold clip i's ``persons[i]`` person slots first and zeros after them (a padded slot has
+        no non-zero coordinate, so it does not move the compact box); ``uniforms`` B×(2·max_attempts + 3)
+        are each clip's draws, the numbers ``rng.random(2 * max_attempts + 3)`` gives ``__call__``.
+        Returns keypoint B×K×L×V×2 and score B×K×L×V with K = min(keep, M), padded slots zero: clip i
+        equals ``__call__`` with ``persons=keep`` on its own slots, bit for bit. Why: per clip the chain
+        is ~25 NumPy calls on ~1,600 numbers, all call overhead; here they run once per batch and only
+        the scalar box maths stays per clip. The planar input is what the loader gathers into directly,
+        sparing the transposed copy ``_Coords`` makes.
         """
-        if keypoint.ndim != 5 or keypoint.shape[-1] != 2:
-            raise ValueError(f"field 'keypoint': expected B×M×T×V×2, got shape {keypoint.shape}")
-        b, m, t, v = keypoint.shape[:4]
-        if score.shape != keypoint.shape[:-1] or len(persons) != b or len(img_shapes) != b:
-            raise ValueError(f"batch: keypoint {keypoint.shape}, score {score.shape}, {len(persons)} person "
+        if rows.ndim != 5 or rows.shape[1] != 2 or rows.dtype != np.float32:
+            raise ValueError(f"field 'keypoint': expected float32 B×2×M×T×V, got {rows.dtype} {rows.shape}")
+        b, _, m, t, v = rows.shape
+        if score.shape != (b, m, t, v) or len(persons) != b or len(img_shapes) != b:
+            raise ValueError(f"batch: keypoint {rows.shape}, score {score.shape}, {len(persons)} person "
                              f"counts and {len(img_shapes)} image shapes disagree")
-        rows = np.array(keypoint.transpose(0, 4, 1, 2, 3), dtype=np.float32, order="C").reshape(b, 2, -1)
-        if not np.isfinite(rows).all():  # NaN/±inf count as absent (0), as in ``_Coords``
-            rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
-        zero = rows == 0
-        lo = np.where(zero, np.inf, rows).min(axis=2).tolist()
-        hi = np.where(zero, -np.inf, rows).max(axis=2).tolist()
-        coef = np.empty((b, 3, 2, 1), dtype=np.float32)
-        flipped = []
+        flat = rows.reshape(b, 2, -1)
+        inf = np.float32(np.inf)  # a float32 fill keeps np.where in float32 (twice as fast as float64)
+        hi = flat.max(axis=2)
+        zero = flat == 0
+        lo = np.where(zero, inf, flat).min(axis=2)
+        if not (np.isfinite(hi).all() and (lo > -inf).all()):  # NaN/±inf count as absent, as in _Coords
+            np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            hi = flat.max(axis=2)
+            zero = flat == 0
+            lo = np.where(zero, inf, flat).min(axis=2)
+        if (hi <= 0).any():  # the plain max may be a zero (absent) entry: take the masked one
+            hi = np.where(zero, -inf, flat).max(axis=2)
+        lo_l, hi_l = lo.tolist(), hi.tolist()
+        maps = []
         for i in range(b):
-            empty = lo[i][0] == math.inf or lo[i][1] == math.inf
-            bounds = None if empty else (lo[i][0], lo[i][1], hi[i][0], hi[i][1])
-            coef[i, :, :, 0], flip = self._affine(bounds, img_shapes[i], uniforms[i].tolist())
-            flipped.append(flip)
+            (lx, ly), (hx, hy) = lo_l[i], hi_l[i]
+            bounds = None if lx == math.inf or ly == math.inf else (lx, ly, hx, hy)
+            maps.append(self._affine(bounds, img_shapes[i], uniforms[i].tolist()))
+        coef = np.array([c for c, _ in maps], dtype=np.float32)[:, :, :, None]  # B×3×2×1
         k = min(keep, m)
         n = k * t * v
-        rows, zero = rows[:, :, :n], zero[:, :, :n]
-        rows *= coef[:, 0]
-        rows += coef[:, 1]
-        np.copyto(rows, np.broadcast_to(coef[:, 2], rows.shape), where=zero)
+        flat, zero = flat[:, :, :n], zero[:, :, :n]
+        flat *= coef[:, 0]
+        flat += coef[:, 1]
+        np.copyto(flat, np.broadcast_to(coef[:, 2], flat.shape), where=zero)
         out = np.empty((b, n, 2), dtype=np.float32)
-        out[:, :, 0] = rows[:, 0]
-        out[:, :, 1] = rows[:, 1]
+        out[:, :, 0] = flat[:, 0]
+        out[:, :, 1] = flat[:, 1]
         out = out.reshape(b, k, t, v, 2)
-        sc = np.array(score[:, :k], dtype=np.float32)
+        sc = score[:, :k] if score.dtype == np.float32 else score[:, :k].astype(np.float32)
         for i, count in enumerate(persons):
             if count < k:
                 out[i, count:] = 0  # padded slots stay absent (the map moved their zeros)
-        turned = [i for i, flip in enumerate(flipped) if flip]
-        if turned:
+        turned = [i for i, (_, flip) in enumerate(maps) if flip]
+        if turned:  # ``take`` per clip: ~10x cheaper than fancy indexing the batch's joint axis
             order = self._flip_order(v)
-            out[turned] = out[turned][:, :, :, order]
-            sc[turned] = sc[turned][:, :, :, order]
+            for i in turned:
+                out[i] = out[i].take(order, axis=2)
+                sc[i] = sc[i].take(order, axis=2)
         return out, sc, self.cfg.train_hw
 
     def _flip_order(self, joints: int) -> np.ndarray:
@@ -537,10 +547,10 @@ class FusedTrainPipeline:
         return order
 
     def _affine(self, bounds: tuple[float, float, float, float] | None, img_shape: Sequence[int],
-                u: list[float]) -> tuple[np.ndarray, bool]:
-        """The clip's map ``x' = a·x + b`` per axis from its non-zero bounds and its uniforms: a 3×2
-        float32 array (rows: scale, offset for non-zero coordinates, offset for zeros; columns x, y)
-        and whether it flips. Scalar Python on the reference's integer sizes."""
+                u: list[float]) -> tuple[tuple[list[float], list[float], list[float]], bool]:
+        """The clip's map ``x' = a·x + b`` per axis from its non-zero bounds and its uniforms: (scale,
+        offset for non-zero coordinates, offset for zeros), each [x, y], and whether it flips. Scalar
+        Python on the reference's integer sizes; the caller makes the float32 array."""
         cfg = self.cfg
         h, w = _check_shape(img_shape)
         box = _compact_box(bounds, h, w, cfg.padding, cfg.threshold, cfg.hw_ratio, cfg.allow_imgpad)
@@ -566,7 +576,7 @@ class FusedTrainPipeline:
         if flipped:  # W - x' for x' != 0
             scale[0], offset[0] = -scale[0], tw - offset[0]
             offset0[0] = tw - offset0[0] if offset0[0] != 0 else 0.0
-        return np.array((scale, offset, offset0), dtype=np.float32), flipped
+        return (scale, offset, offset0), flipped
 
 
 def staged_train_pipeline(cfg: PipelineConfig) -> Pipeline:

@@ -297,8 +297,8 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit() -> None:
 
 def test_batched_train_pipeline_checks_its_arguments() -> None:
     pipe = train_pipeline(PipelineConfig())
-    kp, score = np.zeros((2, 1, 4, 17, 2), np.float32), np.zeros((2, 1, 4, 17), np.float32)
+    rows, score = np.zeros((2, 2, 1, 4, 17), np.float32), np.zeros((2, 1, 4, 17), np.float32)
     with pytest.raises(ValueError, match="disagree"):
-        pipe.batch(kp, score, [1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
-    with pytest.raises(ValueError, match="B×M×T×V×2"):
-        pipe.batch(kp[0], score, [1, 1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
+        pipe.batch(rows, score, [1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
+    with pytest.raises(ValueError, match="B×2×M×T×V"):
+        pipe.batch(rows[0], score, [1, 1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
