@@ -151,12 +151,29 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def quiet_ray_report_logs() -> None:
+    """Ray Train V2 logs, at INFO from every worker, each report with its whole metrics dict and each
+    persisted checkpoint: dozens of long lines per run that bury intint's one-line epoch summaries.
+    Those two loggers go to WARNING (their module paths are Ray internals: a Ray without them is left
+    as it is)."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError:
+        return
+    for name in (context.__file__, storage.__name__):  # context names its logger by its file path
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
     """Ray Train worker body: build, restore, train `epochs`, validate and checkpoint each, test the best."""
     import ray.train
     import ray.train.torch
 
     from intint import data
+
+    quiet_ray_report_logs()
 
     cfg = TrainConfig.from_dict(config_dict)
     ctx = ray.train.get_context()

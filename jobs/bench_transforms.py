@@ -136,6 +136,12 @@ def main() -> None:
         print(f"{name:46s} {old_us:10.1f} {new_us:10.1f} {old_us / new_us:8.1f}x")
     sample_us = best_us(lambda: [maker.train(v, 2, v.key) for v in videos], n, args.repeats)
     print(f"new two-pathway samples/s per core (sampling + transforms only): {1e6 / sample_us:,.0f}")
+    # What the loader runs: a batch of 16 at once, against the per-clip path above, same videos.
+    chunks = [videos[i:i + 16] for i in range(0, n, 16)]
+    batch_us = best_us(lambda: [maker.train_batch(c, 2, [v.key for v in c]) for c in chunks], n, args.repeats)
+    print(f"two-pathway sample in batches of 16 (ClipMaker.train_batch, the loader's path): "
+          f"{batch_us:.1f} µs vs {sample_us:.1f} µs per clip ({sample_us / batch_us:.1f}x); "
+          f"{1e6 / batch_us:,.0f} samples/s per core")
 
 
 if __name__ == "__main__":
