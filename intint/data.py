@@ -200,7 +200,8 @@ class BatchBuilder:
     Wire batch: ``"pathways"`` (names, in order), ``"label"`` (int64 ndarray), ``"key"``, ``"skipped"``,
     ``"size"`` (h, w), ``"views"`` (eval: (num_clips, flip_double), else None), and either
     ``"heatmaps"``, one float16 tensor P×B×K×T×H×W (eval P×B×N×K×T×H×W) in shared memory, or
-    ``"kp"``/``"score"``, float32 ndarrays P×B×M×T×V×2 / P×B×M×T×V (eval with a C axis after B).
+    ``"kp"``/``"score"``, float32 ndarrays P×B×M×T×V×2 / P×B×M×T×V (eval with a C axis after B; training
+    batches with the batch's own M, ``"max_persons"`` saying what ``unpack`` pads to).
     Why: every shared-memory tensor costs a file-descriptor hand-off (a socket round trip per tensor,
     ~2 ms here), so the big heatmaps go as ONE tensor and the small arrays travel by value through
     the pipe (5× cheaper for a keypoint batch). ``unpack`` rebuilds the contract layout.
@@ -220,7 +221,8 @@ class BatchBuilder:
         self.hw: tuple[int, int] | None = None
         self.written: list[torch.Tensor] | None = None  # a zeroed ring buffer's write record, else None
 
-    def _alloc(self, length: int, joints: int, size: tuple[int, int]) -> None:
+    def _alloc(self, length: int, joints: int, size: tuple[int, int], persons: int | None = None) -> None:
+        """``persons``: person slots of a keypoint batch (default ``max_persons``; ``unpack`` pads)."""
         lead = (len(self.pathways), self.size)
         h, w = size
         if self.cfg.heatmaps_on == "workers":
@@ -233,7 +235,7 @@ class BatchBuilder:
                 self.heatmaps, self.written = ring.tensor[:, : self.size], ring.written
         else:
             clips = () if self.num_clips is None else (self.num_clips,)
-            m = self.cfg.max_persons
+            m = self.cfg.max_persons if persons is None else persons
             self.kp = np.zeros((*lead, *clips, m, length, joints, 2), dtype=np.float32)
             self.score = np.zeros((*lead, *clips, m, length, joints), dtype=np.float32)
 
@@ -266,7 +268,9 @@ class BatchBuilder:
         first = batch[self.pathways[0]]
         self.hw = first.size
         length, joints = first.keypoint.shape[2:4]
-        self._alloc(length, joints, first.size)
+        # keypoint batches cross with the batch's own person count (often 1 of max_persons 2: half the
+        # bytes to pickle and pipe); ``unpack`` pads them back to max_persons
+        self._alloc(length, joints, first.size, persons=first.keypoint.shape[1])
         if self.heatmaps is not None:  # both pathways of a sample in one call, real persons only
             h, w = first.size
             for i, m in enumerate(first.persons):
@@ -315,6 +319,7 @@ class BatchBuilder:
             wire["pool"] = self.pool_slot
         elif self.kp is not None and self.score is not None:
             wire["kp"], wire["score"] = self.kp[:, :n], self.score[:, :n]
+            wire["max_persons"] = self.cfg.max_persons
         return wire
 
 
@@ -333,6 +338,11 @@ def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
             batch[pathway] = wire["heatmaps"][p]
         return batch
     kp, score = torch.from_numpy(wire["kp"]), torch.from_numpy(wire["score"])
+    axis = 2 if wire["views"] is None else 3  # the person axis of P×B(×C)×M×T×V(×2)
+    missing = wire["max_persons"] - kp.shape[axis]
+    if missing > 0:  # pad with absent persons: zeros, score 0 (they draw nothing)
+        kp, score = (torch.cat([t, t.new_zeros((*t.shape[:axis], missing, *t.shape[axis + 1:]))], axis)
+                     for t in (kp, score))
     if pin:
         kp, score = kp.pin_memory(), score.pin_memory()
     for p, pathway in enumerate(wire["pathways"]):

@@ -292,6 +292,16 @@ def test_worker_and_device_heatmaps_agree(shard_set: Path) -> None:
             assert _max_diff(cast, d[pathway]) <= 1e-3  # float16 rounding of values in [0, 1]
 
 
+def test_device_batches_pad_persons_to_max_persons_with_absent_slots(shard_set: Path) -> None:
+    """Workers ship a batch's own person count; the training loop always gets max_persons slots."""
+    cfg = _cfg(shard_set, heatmaps_on="device", num_workers=1, max_persons=5)  # the videos have 1-3
+    for batch in train_loader(cfg, 0, 2):
+        for pathway in ("integrity", "intensity"):
+            kp, score = batch[f"{pathway}_kp"], batch[f"{pathway}_score"]
+            assert kp.shape == (4, 5, 8, 17, 2) and score.shape == (4, 5, 8, 17)
+            assert score[:, 0].amax() > 0 and not kp[:, 3:].any() and not score[:, 3:].any()
+
+
 def test_pathway_selection_and_independent_augmentation(shard_set: Path) -> None:
     both = list(train_loader(_cfg(shard_set, num_workers=0), 0, 1))
     for pathway, other in (("integrity", "intensity"), ("intensity", "integrity")):
