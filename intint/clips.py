@@ -117,25 +117,29 @@ class ClipMaker:
             if v.keypoint.shape[2] != joints:
                 raise ValueError(f"{v.shard}: sample {v.key} ({v.frame_dir!r}): field 'keypoint': "
                                  f"{v.keypoint.shape[2]} joints, the batch's others have {joints}")
-        shape = (len(videos), max(persons), self.clip_len, joints)
+        # Every video's (person, frame) rows end to end, plus one zero row for padded person slots: one
+        # gather per pathway then cuts all clips, instead of four small NumPy calls per clip.
+        frames = [int(v.keypoint.shape[1]) for v in videos]
+        flat_kp = np.concatenate([v.keypoint.reshape(-1, joints, 2) for v in videos]
+                                 + [np.zeros((1, joints, 2), dtype=videos[0].keypoint.dtype)])
+        flat_score = np.concatenate([v.keypoint_score.reshape(-1, joints) for v in videos]
+                                    + [np.zeros((1, joints), dtype=videos[0].keypoint_score.dtype)])
+        starts = np.cumsum([0] + [m * t for m, t in zip(persons, frames, strict=True)]).tolist()
+        person_rows = [np.arange(m)[:, None] * t for m, t in zip(persons, frames, strict=True)]
+        b, most = len(videos), max(persons)
         out = {}
         for pathway in self.pathways:
-            rows = np.zeros((shape[0], 2, *shape[1:]), dtype=np.float32)  # x and y planes (see batch)
-            score = np.zeros(shape, dtype=np.float32)
-            uniforms = np.empty((len(videos), 2 * attempts + 3))
+            rows_of = np.full((b, most, self.clip_len), starts[-1], dtype=np.int64)  # → the zero row
+            uniforms = np.empty((b, 2 * attempts + 3))
             for i, (video, key) in enumerate(zip(videos, rng_keys, strict=True)):
                 rng = sampling.clip_rng(self.seed, epoch, key, pathway, out=self._rngs[pathway])
                 idx = self._indices(video, pathway, 1, False, rng)
-                m = persons[i]
-                if pathway == "intensity" and len(idx) <= video.keypoint.shape[1]:
-                    frames = slice(int(idx[0]), int(idx[0]) + len(idx))
-                    clip, clip_score = video.keypoint[:, frames], video.keypoint_score[:, frames]
-                else:
-                    clip = np.take(video.keypoint, idx, axis=1)
-                    clip_score = np.take(video.keypoint_score, idx, axis=1)
-                rows[i, :, :m] = clip.transpose(3, 0, 1, 2)
-                score[i, :m] = clip_score
+                np.add(person_rows[i], idx + starts[i], out=rows_of[i, : persons[i]])
                 rng.random(out=uniforms[i])
+            kp = flat_kp.take(rows_of, axis=0)  # B×M×L×V×2
+            rows = np.empty((b, 2, most, self.clip_len, joints), dtype=np.float32)  # x, y planes (batch)
+            rows[:, 0], rows[:, 1] = kp[..., 0], kp[..., 1]
+            score = flat_score.take(rows_of, axis=0).astype(np.float32, copy=False)
             shapes = [video.img_shape for video in videos]
             kp_out, score_out, size = self.train_pipe.batch(rows, score, persons, shapes, uniforms,
                                                             keep=self.max_persons)
