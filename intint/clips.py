@@ -68,6 +68,7 @@ class ClipMaker:
         # One Generator per pathway, re-seeded per clip (``clip_rng(out=)``): constructing a fresh one per
         # clip cost about a tenth of a sample's CPU budget.
         self._rngs = {p: sampling.new_clip_generator() for p in pathways}
+        self._steps = np.arange(clip_len, dtype=np.int64)
 
     def _indices(self, video: Video, pathway: str, num_clips: int, test_mode: bool,
                  rng: np.random.Generator | None) -> np.ndarray:
@@ -125,24 +126,45 @@ class ClipMaker:
         flat_score = np.concatenate([v.keypoint_score.reshape(-1, joints) for v in videos]
                                     + [np.zeros((1, joints), dtype=videos[0].keypoint_score.dtype)])
         starts = np.cumsum([0] + [m * t for m, t in zip(persons, frames, strict=True)]).tolist()
-        person_rows = [np.arange(m)[:, None] * t for m, t in zip(persons, frames, strict=True)]
-        b, most = len(videos), max(persons)
+        b, most, length = len(videos), max(persons), self.clip_len
+        draws = 2 * attempts + 3  # the pipeline's uniforms per clip
+        # Frames of clip i, vectorised where no per-clip logic is needed: Integrity clips of videos with
+        # T >= 2L take one frame per equal segment from L uniforms that come first in the clip's stream
+        # (``sampling.uniform_indices``), Intensity clips a window at the stored peak; the other regimes,
+        # the random-centre ablation and temporal jitter go through ``_indices`` clip by clip.
+        frames_of = np.empty((b, length), dtype=np.int64)
         out = {}
         for pathway in self.pathways:
-            rows_of = np.full((b, most, self.clip_len), starts[-1], dtype=np.int64)  # → the zero row
-            uniforms = np.empty((b, 2 * attempts + 3))
+            uniforms = np.empty((b, length + draws))
             for i, (video, key) in enumerate(zip(videos, rng_keys, strict=True)):
                 rng = sampling.clip_rng(self.seed, epoch, key, pathway, out=self._rngs[pathway])
-                idx = self._indices(video, pathway, 1, False, rng)
-                np.add(person_rows[i], idx + starts[i], out=rows_of[i, : persons[i]])
-                rng.random(out=uniforms[i])
+                t = frames[i]
+                if pathway == "integrity" and t >= 2 * length:
+                    rng.random(out=uniforms[i])  # L index uniforms, then the pipeline's
+                    starts_i, sizes_i = sampling.segments(t, length)
+                    np.multiply(uniforms[i, :length], sizes_i, out=uniforms[i, :length])
+                    np.add(starts_i, uniforms[i, :length].astype(np.int64), out=frames_of[i])
+                    continue
+                if pathway == "intensity" and not self.random_centre and not self.jitter and t >= length:
+                    if video.peak is None:
+                        self._indices(video, pathway, 1, False, rng)  # raises, naming the sample
+                    first = min(max(int(video.peak) - length // 2, 0), t - length)
+                    frames_of[i] = self._steps + first
+                else:
+                    frames_of[i] = self._indices(video, pathway, 1, False, rng)
+                rng.random(out=uniforms[i, length:])
+            # row of (clip i, person p, frame j) in the concatenated arrays; absent persons → the zero row
+            slot = np.arange(most)[None, :, None]
+            rows_of = (np.asarray(starts[:-1])[:, None, None] + slot * np.asarray(frames)[:, None, None]
+                       + frames_of[:, None, :])
+            rows_of = np.where(slot < np.asarray(persons)[:, None, None], rows_of, starts[-1])
             kp = flat_kp.take(rows_of, axis=0)  # B×M×L×V×2
-            rows = np.empty((b, 2, most, self.clip_len, joints), dtype=np.float32)  # x, y planes (batch)
+            rows = np.empty((b, 2, most, length, joints), dtype=np.float32)  # x, y planes (see batch)
             rows[:, 0], rows[:, 1] = kp[..., 0], kp[..., 1]
             score = flat_score.take(rows_of, axis=0).astype(np.float32, copy=False)
             shapes = [video.img_shape for video in videos]
-            kp_out, score_out, size = self.train_pipe.batch(rows, score, persons, shapes, uniforms,
-                                                            keep=self.max_persons)
+            kp_out, score_out, size = self.train_pipe.batch(rows, score, persons, shapes,
+                                                            uniforms[:, length:], keep=self.max_persons)
             out[pathway] = ClipBatch(kp_out, score_out, size, [min(m, self.max_persons) for m in persons])
         return out
 

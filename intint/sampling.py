@@ -160,6 +160,12 @@ def _uniform_train(total_frames: int, clip_len: int, num_clips: int, rng: np.ran
     return starts + offsets.astype(np.int64)
 
 
+def segments(total_frames: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start frame (int64) and size (float64) of each of the L equal segments of uniform sampling
+    (read-only, cached): training draws frame ``start + int(u * size)`` per segment for T >= 2L."""
+    return _segments(total_frames, clip_len)
+
+
 @lru_cache(maxsize=4096)
 def _segments(total_frames: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Start frame (int64) and size (float64) of each of the L equal segments; cached per (T, L), the

@@ -270,7 +270,8 @@ def _video(rng: np.random.Generator, key: str, persons: int, frames: int, hw: tu
     return Video(key, key, 0, kp, score, hw, int(rng.integers(frames)), "shard-0.tar")
 
 
-def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit() -> None:
+@pytest.mark.parametrize(("definition", "jitter"), [("J", 0), ("J", 5), ("random", 0)])
+def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str, jitter: int) -> None:
     """The loader's batched hot path (ClipMaker.train_batch) must give every clip exactly what the
     per-clip path gives: same draws, same box, same flip, persons truncated after framing, padding 0."""
     from intint.clips import ClipMaker
@@ -280,7 +281,8 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit() -> None:
                      hw=((480, 640), (1080, 1920))[i % 2]) for i in range(24)]
     videos.append(_video(rng, "empty", 1, 60, (480, 640)))
     videos[-1].keypoint[:] = 0  # nothing to frame: the compact box is skipped
-    maker = ClipMaker(("integrity", "intensity"), 48, "J", 0, PipelineConfig(train_hw=(56, 56)), 2, 7)
+    pipeline = PipelineConfig(train_hw=(56, 56))
+    maker = ClipMaker(("integrity", "intensity"), 48, definition, jitter, pipeline, 2, 7)
     keys = [v.key if i % 3 else f"{v.key}#topup1" for i, v in enumerate(videos)]
     batch = maker.train_batch(videos, 5, keys)
     for i, (video, key) in enumerate(zip(videos, keys, strict=True)):
