@@ -7,6 +7,10 @@ into throw-away modules, so no working-tree file changes), plus the samplers and
 their own. Figures are µs per call, best of ``--repeats`` rounds (the least disturbed by other load).
 
     PYTHONPATH=. python jobs/bench_transforms.py [--baseline-rev 016514e] [--samples 2000]
+                                                 [--batch-baseline-rev c16c325]
+
+The last line times ``ClipMaker.train_batch`` (the loader's batch-at-a-time path) of
+``--batch-baseline-rev`` against the working tree's, in alternating rounds.
 """
 
 from __future__ import annotations
@@ -90,11 +94,14 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=2, help="person slots stored per video")
     ap.add_argument("--max-persons", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-baseline-rev", default="c16c325",
+                    help="git revision of intint/clips.py whose train_batch the current one is timed against")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         old_t = load_revision("transforms", args.baseline_rev, Path(tmp))
         old_s = load_revision("sampling", args.baseline_rev, Path(tmp))
+        old_c = load_revision("clips", args.batch_baseline_rev, Path(tmp))
     videos = make_videos(args.samples, args.persons, 0)
     n = len(videos)
     maker = ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
@@ -142,6 +149,18 @@ def main() -> None:
     print(f"two-pathway sample in batches of 16 (ClipMaker.train_batch, the loader's path): "
           f"{batch_us:.1f} µs vs {sample_us:.1f} µs per clip ({sample_us / batch_us:.1f}x); "
           f"{1e6 / batch_us:,.0f} samples/s per core")
+    # train_batch of an earlier revision against the current one, alternating rounds in one process
+    old_maker = old_c.ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
+                                args.max_persons, 0)
+    rounds: dict[str, list[float]] = {"old": [], "new": []}
+    for _ in range(args.repeats):
+        for name, m in (("old", old_maker), ("new", maker)):
+            rounds[name].append(best_us(lambda m=m: [m.train_batch(c, 2, [v.key for v in c]) for c in chunks],
+                                        n, 1))
+    print(f"train_batch at {args.batch_baseline_rev} vs working tree, {args.repeats} alternating rounds: "
+          f"{min(rounds['old']):.1f} → {min(rounds['new']):.1f} µs per sample (best round), "
+          f"{sorted(rounds['old'])[args.repeats // 2]:.1f} → {sorted(rounds['new'])[args.repeats // 2]:.1f} "
+          "(median)")
 
 
 if __name__ == "__main__":
