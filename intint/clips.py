@@ -78,11 +78,9 @@ class ClipMaker:
         if self.random_centre:
             return sampling.random_centre_indices(total, self.clip_len, num_clips, test_mode=test_mode,
                                                   rng=rng)
-        if video.peak is None:
-            raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): field 'intensity': "
-                             "no peak was read for the Intensity clip")
         jitter = 0 if test_mode else self.jitter
-        return sampling.intensity_indices(total, video.peak, self.clip_len, num_clips, jitter=jitter, rng=rng)
+        return sampling.intensity_indices(total, _peak(video), self.clip_len, num_clips, jitter=jitter,
+                                          rng=rng)
 
     def train(self, video: Video, epoch: int, rng_key: str) -> dict[str, Clip]:
         """The training clip of each enabled pathway (random sampling, crop and flip)."""
@@ -125,9 +123,15 @@ class ClipMaker:
                                  + [np.zeros((1, joints, 2), dtype=videos[0].keypoint.dtype)])
         flat_score = np.concatenate([v.keypoint_score.reshape(-1, joints) for v in videos]
                                     + [np.zeros((1, joints), dtype=videos[0].keypoint_score.dtype)])
-        starts = np.cumsum([0] + [m * t for m, t in zip(persons, frames, strict=True)]).tolist()
+        starts = np.cumsum([0] + [m * t for m, t in zip(persons, frames, strict=True)])
         b, most, length = len(videos), max(persons), self.clip_len
         draws = 2 * attempts + 3  # the pipeline's uniforms per clip
+        # row of (clip i, person p, frame 0) in the concatenated arrays; absent persons → the zero row
+        slot = np.arange(most)[None, :, None]
+        present = slot < np.array(persons)[:, None, None]  # B×M×1
+        first_rows = starts[:-1, None, None] + slot * np.array(frames)[:, None, None]
+        shapes = [video.img_shape for video in videos]
+        kept = [min(m, self.max_persons) for m in persons]
         # Frames of clip i, vectorised where no per-clip logic is needed: Integrity clips of videos with
         # T >= 2L take one frame per equal segment from L uniforms that come first in the clip's stream
         # (``sampling.uniform_indices``), Intensity clips a window at the stored peak; the other regimes,
@@ -141,31 +145,21 @@ class ClipMaker:
                 t = frames[i]
                 if pathway == "integrity" and t >= 2 * length:
                     rng.random(out=uniforms[i])  # L index uniforms, then the pipeline's
-                    starts_i, sizes_i = sampling.segments(t, length)
-                    np.multiply(uniforms[i, :length], sizes_i, out=uniforms[i, :length])
-                    np.add(starts_i, uniforms[i, :length].astype(np.int64), out=frames_of[i])
+                    sampling.segment_frames(t, length, uniforms[i, :length], out=frames_of[i])
                     continue
                 if pathway == "intensity" and not self.random_centre and not self.jitter and t >= length:
-                    if video.peak is None:
-                        self._indices(video, pathway, 1, False, rng)  # raises, naming the sample
-                    first = min(max(int(video.peak) - length // 2, 0), t - length)
-                    frames_of[i] = self._steps + first
+                    frames_of[i] = self._steps + sampling.window_start(t, _peak(video), length)
                 else:
                     frames_of[i] = self._indices(video, pathway, 1, False, rng)
                 rng.random(out=uniforms[i, length:])
-            # row of (clip i, person p, frame j) in the concatenated arrays; absent persons → the zero row
-            slot = np.arange(most)[None, :, None]
-            rows_of = (np.asarray(starts[:-1])[:, None, None] + slot * np.asarray(frames)[:, None, None]
-                       + frames_of[:, None, :])
-            rows_of = np.where(slot < np.asarray(persons)[:, None, None], rows_of, starts[-1])
+            rows_of = np.where(present, first_rows + frames_of[:, None, :], starts[-1])  # B×M×L
             kp = flat_kp.take(rows_of, axis=0)  # B×M×L×V×2
             rows = np.empty((b, 2, most, length, joints), dtype=np.float32)  # x, y planes (see batch)
             rows[:, 0], rows[:, 1] = kp[..., 0], kp[..., 1]
             score = flat_score.take(rows_of, axis=0).astype(np.float32, copy=False)
-            shapes = [video.img_shape for video in videos]
             kp_out, score_out, size = self.train_pipe.batch(rows, score, persons, shapes,
                                                             uniforms[:, length:], keep=self.max_persons)
-            out[pathway] = ClipBatch(kp_out, score_out, size, [min(m, self.max_persons) for m in persons])
+            out[pathway] = ClipBatch(kp_out, score_out, size, kept)
         return out
 
     def test(self, video: Video, num_clips: int) -> dict[str, Clip]:
@@ -184,6 +178,14 @@ class ClipMaker:
             score = score[:m].reshape(m, num_clips, self.clip_len, score.shape[2]).swapaxes(0, 1)
             out[pathway] = Clip(np.ascontiguousarray(kp), np.ascontiguousarray(score), size)
         return out
+
+
+def _peak(video: Video) -> int:
+    """The stored intensity peak the Intensity clip is placed at; an error naming the sample without one."""
+    if video.peak is None:
+        raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): field 'intensity': "
+                         "no peak was read for the Intensity clip")
+    return int(video.peak)
 
 
 def render_views(keypoint: torch.Tensor | np.ndarray, score: torch.Tensor | np.ndarray, size: tuple[int, int],

@@ -135,7 +135,7 @@ def intensity_indices(
     if total_frames < clip_len:
         window = _window(total_frames, np.array([centre]), clip_len)[0]
     else:  # the hot path: scalar clamping and one arange (same numbers as _window)
-        start = min(max(centre - clip_len // 2, 0), total_frames - clip_len)
+        start = window_start(total_frames, centre, clip_len)
         window = np.arange(start, start + clip_len, dtype=np.int64)
     return window if num_clips == 1 else np.tile(window, num_clips)
 
@@ -153,17 +153,24 @@ def _uniform_train(total_frames: int, clip_len: int, num_clips: int, rng: np.ran
         marks = np.zeros((num_clips, length + 1), dtype=np.int64)
         np.put_along_axis(marks, skips, 1, axis=1)
         return steps[None, :] + np.cumsum(marks, axis=1)[:, :length]
-    starts, sizes = _segments(n, length)
-    # floor(U[0, 1) * size) is uniform on [0, size): one float draw beats integers() with array bounds.
-    offsets = rng.random((num_clips, length))
-    offsets *= sizes
-    return starts + offsets.astype(np.int64)
+    return segment_frames(n, length, rng.random((num_clips, length)))
 
 
-def segments(total_frames: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start frame (int64) and size (float64) of each of the L equal segments of uniform sampling
-    (read-only, cached): training draws frame ``start + int(u * size)`` per segment for T >= 2L."""
-    return _segments(total_frames, clip_len)
+def segment_frames(total_frames: int, clip_len: int, uniforms: np.ndarray,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Uniform training sampling for T >= 2L from L uniforms in [0, 1) per clip (…×L, scaled in
+    place): frame ``start + int(u · size)`` of each of the L equal segments. floor(U · size) is uniform
+    on [0, size), and one float draw beats ``integers()`` with array bounds. ``out``: where to write
+    the int64 indices (the batched loader path fills its own array)."""
+    starts, sizes = _segments(total_frames, clip_len)
+    uniforms *= sizes
+    return np.add(starts, uniforms.astype(np.int64), out=out)
+
+
+def window_start(total_frames: int, centre: int, clip_len: int) -> int:
+    """First frame of the L-frame window with ``centre`` at position L//2, clamped to a video of
+    T >= L frames (shorter videos loop instead, see ``intensity_indices``)."""
+    return min(max(centre - clip_len // 2, 0), total_frames - clip_len)
 
 
 @lru_cache(maxsize=4096)
