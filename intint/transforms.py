@@ -41,37 +41,28 @@ def _check_shape(img_shape: Sequence[int]) -> Shape:
     return h, w
 
 
-class _Coords:
-    """A clip's coordinates as two contiguous rows (x, y) of M·T·V values, with their zero mask and the
-    bounds of the non-zero values per axis (None when an axis has none).
+def _nonzero_bounds(flat: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float, float, float] | None]]:
+    """For clips as B×2×N coordinate planes (the x row, the y row): the zero mask and, per clip, the
+    bounds (lo_x, lo_y, hi_x, hi_y) of the non-zero values, None when an axis has none.
 
-    The interleaved M×T×V×2 layout makes NumPy reduce and broadcast over an inner axis of length 2, its
-    slowest path (a per-axis min over a (-1, 2) view costs ~20x a contiguous one); one transposed copy
-    buys contiguous rows for the bounds and the affine map alike. NaN/±inf count as absent (0), as
-    ``np.nan_to_num`` would make them; they show up as non-finite bounds and cost one extra pass only then.
+    NaN/±inf are set to 0 in ``flat`` (absent, as ``np.nan_to_num`` would make them); they show up as
+    non-finite plain bounds, so finite data costs no extra pass. Planar rows, not the interleaved
+    M×T×V×2 layout: NumPy reduces over an inner axis of length 2 ~20x slower than over a contiguous row.
     """
-
-    __slots__ = ("rows", "zero", "bounds")
-
-    def __init__(self, keypoint: np.ndarray) -> None:
-        rows = np.array(keypoint.transpose(3, 0, 1, 2), order="C").reshape(2, -1)  # our own copy, once
-        hi = rows.max(axis=1).tolist()
-        inf = math.inf
-        if not (-inf < hi[0] < inf and -inf < hi[1] < inf) and not np.isfinite(rows).all():  # NaN fails <
-            rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
-            hi = rows.max(axis=1).tolist()
-        zero = rows == 0
-        lo = np.where(zero, np.inf, rows).min(axis=1).tolist()
-        if lo[0] == -inf or lo[1] == -inf:  # -inf in the data (a +inf would have shown in hi)
-            rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
-            zero = rows == 0
-            lo = np.where(zero, np.inf, rows).min(axis=1).tolist()
-            hi = rows.max(axis=1).tolist()
-        if hi[0] <= 0 or hi[1] <= 0:  # the plain max may be a zero (absent) entry: take the masked one
-            hi = np.where(zero, -np.inf, rows).max(axis=1).tolist()
-        self.rows, self.zero = rows, zero
-        empty = lo[0] == inf or lo[1] == inf
-        self.bounds = None if empty else (lo[0], lo[1], hi[0], hi[1])
+    inf = flat.dtype.type(np.inf)  # a fill of the array's own dtype keeps np.where from promoting
+    hi = flat.max(axis=2)
+    zero = flat == 0
+    lo = np.where(zero, inf, flat).min(axis=2)
+    if not (np.isfinite(hi).all() and (lo > -inf).all()):
+        np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        hi = flat.max(axis=2)
+        zero = flat == 0
+        lo = np.where(zero, inf, flat).min(axis=2)
+    if (hi <= 0).any():  # the plain max may be a zero (absent) entry: take the masked one
+        hi = np.where(zero, -inf, flat).max(axis=2)
+    bounds = [None if lx == math.inf or ly == math.inf else (lx, ly, hx, hy)
+              for (lx, ly), (hx, hy) in zip(lo.tolist(), hi.tolist(), strict=True)]
+    return zero, bounds
 
 
 def _compact_box(
@@ -124,7 +115,8 @@ def pose_compact(
     _check_clip(keypoint)
     h, w = _check_shape(img_shape)
     kp = np.nan_to_num(np.array(keypoint, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
-    box = _compact_box(_Coords(kp).bounds, h, w, padding, threshold, hw_ratio, allow_imgpad)
+    _, bounds = _nonzero_bounds(np.array(kp.transpose(3, 0, 1, 2), order="C").reshape(1, 2, -1))
+    box = _compact_box(bounds[0], h, w, padding, threshold, hw_ratio, allow_imgpad)
     if box is None:
         return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
     x1, y1, x2, y2 = box
@@ -419,8 +411,9 @@ class FusedTrainPipeline:
     get their own offset, ``b0``, exactly where the staged chain leaves them at 0 before the crop moves
     them. Box and crop arithmetic is scalar Python on the reference's integer sizes, the randomness is
     one ``rng.random(2 * 10 + 3)`` draw (crop candidates, offsets, flip) — the same numbers, in the same
-    order, as the staged ``staged_train_pipeline`` consumes — and the clip is touched by five small array
-    operations instead of about twenty, which is the loader's per-sample hot path.
+    order, as the staged ``staged_train_pipeline`` consumes — and the coordinates are touched by a
+    handful of array operations for a whole batch of clips (``batch``, the loader's hot path; a single
+    clip is a batch of one).
 
     Coordinates agree with the staged chain to float32 rounding (≈1e-5 px): a product of factors
     replaces the sequential float32 multiplications. One corner differs: the staged flip leaves a
@@ -442,34 +435,19 @@ class FusedTrainPipeline:
         *,
         persons: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, Shape]:
-        """Returns new arrays (the inputs are never written); ``persons`` as in ``Pipeline``."""
+        """Returns new arrays (the inputs are never written); ``persons`` as in ``Pipeline``. One clip is
+        a batch of one: ``batch`` holds the maths."""
         if rng is None:
             raise ValueError("train pipeline needs a Generator (rng)")
         kp = np.asarray(keypoint, dtype=np.float32)
         sc = np.asarray(score, dtype=np.float32)
         _check_clip(kp, sc)
-        coords = _Coords(kp)
-        uniforms = rng.random(2 * self.max_attempts + 3).tolist()
-        affine, flipped = self._affine(coords.bounds, img_shape, uniforms)
-        coef = np.array(affine, dtype=np.float32)
-        m, t, v = kp.shape[:3]
-        m = len(range(m)[:persons])
-        n = m * t * v
-        rows, zero = coords.rows[:, :n], coords.zero[:, :n]  # the kept persons' coordinates
-        coef = coef[:, :, None]
-        rows *= coef[0]
-        rows += coef[1]
-        np.copyto(rows, coef[2], where=zero)
-        # back to x, y pairs: two column writes are ~4x cheaper than copying the (n, 2) transposed view
-        out = np.empty((n, 2), dtype=np.float32)
-        out[:, 0] = rows[0]
-        out[:, 1] = rows[1]
-        out = out.reshape(m, t, v, 2)
-        th, tw = self.cfg.train_hw
-        if flipped:  # joints swap sides, their scores with them; fancy indexing gathers into new arrays
-            order = self._flip_order(v)  # ``take``: ~10x cheaper than fancy indexing here
-            return out.take(order, axis=2), sc[:m].take(order, axis=2), (th, tw)
-        return out, sc[:m], (th, tw)
+        m = kp.shape[0]
+        rows = np.array(kp.transpose(3, 0, 1, 2), order="C")[None]  # our own planar copy, 1×2×M×T×V
+        uniforms = rng.random((1, 2 * self.max_attempts + 3))
+        out, out_score, size = self.batch(rows, sc[None], [m], [img_shape], uniforms,
+                                          keep=len(range(m)[:persons]))
+        return out[0], out_score[0], size
 
     def batch(
         self,
@@ -487,11 +465,11 @@ class FusedTrainPipeline:
         B×M×L×V hold clip i's ``persons[i]`` person slots first and zeros after them (a padded slot has
         no non-zero coordinate, so it does not move the compact box); ``uniforms`` B×(2·max_attempts + 3)
         are each clip's draws, the numbers ``rng.random(2 * max_attempts + 3)`` gives ``__call__``.
-        Returns keypoint B×K×L×V×2 and score B×K×L×V with K = min(keep, M), padded slots zero: clip i
-        equals ``__call__`` with ``persons=keep`` on its own slots, bit for bit. Why: per clip the chain
-        is ~25 NumPy calls on ~1,600 numbers, all call overhead; here they run once per batch and only
-        the scalar box maths stays per clip. The planar input is what the loader gathers into directly,
-        sparing the transposed copy ``_Coords`` makes.
+        Returns new arrays, keypoint B×K×L×V×2 and score B×K×L×V with K = min(keep, M), padded slots
+        zero: clip i as ``__call__`` with ``persons=keep`` gives it for its own slots. Why batches: per
+        clip these are ~15 NumPy calls on ~1,600 numbers, all call overhead; here they run once per
+        batch and only the scalar box maths stays per clip. The planar input is what the loader
+        gathers into directly.
         """
         if rows.ndim != 5 or rows.shape[1] != 2 or rows.dtype != np.float32:
             raise ValueError(f"field 'keypoint': expected float32 B×2×M×T×V, got {rows.dtype} {rows.shape}")
@@ -500,23 +478,8 @@ class FusedTrainPipeline:
             raise ValueError(f"batch: keypoint {rows.shape}, score {score.shape}, {len(persons)} person "
                              f"counts and {len(img_shapes)} image shapes disagree")
         flat = rows.reshape(b, 2, -1)
-        inf = np.float32(np.inf)  # a float32 fill keeps np.where in float32 (twice as fast as float64)
-        hi = flat.max(axis=2)
-        zero = flat == 0
-        lo = np.where(zero, inf, flat).min(axis=2)
-        if not (np.isfinite(hi).all() and (lo > -inf).all()):  # NaN/±inf count as absent, as in _Coords
-            np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-            hi = flat.max(axis=2)
-            zero = flat == 0
-            lo = np.where(zero, inf, flat).min(axis=2)
-        if (hi <= 0).any():  # the plain max may be a zero (absent) entry: take the masked one
-            hi = np.where(zero, -inf, flat).max(axis=2)
-        lo_l, hi_l = lo.tolist(), hi.tolist()
-        maps = []
-        for i in range(b):
-            (lx, ly), (hx, hy) = lo_l[i], hi_l[i]
-            bounds = None if lx == math.inf or ly == math.inf else (lx, ly, hx, hy)
-            maps.append(self._affine(bounds, img_shapes[i], uniforms[i].tolist()))
+        zero, bounds = _nonzero_bounds(flat)
+        maps = [self._affine(bounds[i], img_shapes[i], uniforms[i].tolist()) for i in range(b)]
         coef = np.array([c for c, _ in maps], dtype=np.float32)[:, :, :, None]  # B×3×2×1
         k = min(keep, m)
         n = k * t * v
@@ -528,7 +491,7 @@ class FusedTrainPipeline:
         out[:, :, 0] = flat[:, 0]
         out[:, :, 1] = flat[:, 1]
         out = out.reshape(b, k, t, v, 2)
-        sc = score[:, :k] if score.dtype == np.float32 else score[:, :k].astype(np.float32)
+        sc = np.array(score[:, :k], dtype=np.float32)  # a copy: the flip below reorders it in place
         for i, count in enumerate(persons):
             if count < k:
                 out[i, count:] = 0  # padded slots stay absent (the map moved their zeros)
