@@ -242,6 +242,7 @@ def profile_pass(cfg: LoaderConfig, samples: int) -> dict[str, Any]:
                     builder.add_batch(pending, clips)
                     wire = builder.finish(0)
                     t4 = time.process_time()
+                    # the DataLoader's hand-off, round-tripped in process: bytes this line just made
                     received = unpack(pickle.loads(ForkingPickler.dumps(wire)))
                     t5 = time.process_time()
                     to_device(received, "cpu", cfg)
