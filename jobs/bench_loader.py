@@ -54,9 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from intint import build, heatmaps, shardio, synthetic  # noqa: E402
 from intint.bufferpool import FREE, Ledger, WorkerBuffers  # noqa: E402
 from intint.clips import ClipMaker  # noqa: E402
-from intint.data import BatchBuilder, LoaderConfig, to_device, train_loader, unpack  # noqa: E402
+from intint.data import LoaderConfig, to_device, train_loader  # noqa: E402
 from intint.shardstream import decode, raw_samples, read_peaks, shard_refs  # noqa: E402
 from intint.transforms import PipelineConfig  # noqa: E402
+from intint.wire import BatchBuilder, unpack  # noqa: E402
 
 EPS = 1e-3  # GeneratePoseTarget's score floor
 # Worker CPU is also sampled per window of this many seconds: on the project's VM the host's speed drifts

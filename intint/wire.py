@@ -1,0 +1,179 @@
+"""The wire layout of a loader batch: what a worker process fills and hands to the main process.
+
+``BatchBuilder`` fills one batch in place inside the worker (training batches whole, from
+``ClipMaker.train_batch``; evaluation batches video by video), ``unpack`` turns what arrives in the
+main process into the contract's batch (docs/architecture.md, "Loader contract"). Split from
+``intint.data``, which decides *which* videos make a batch; this module decides how its bytes travel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from intint import heatmaps
+from intint.bufferpool import WorkerBuffers, new_shared
+from intint.clips import Clip, ClipBatch, render_views
+from intint.shardstream import Video
+
+if TYPE_CHECKING:
+    from intint.data import LoaderConfig
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker it lives in shared memory from the start,
+    so handing it to the main process sends a file descriptor instead of copying the bytes."""
+    return torch.empty(shape, dtype=dtype) if get_worker_info() is None else new_shared(shape, dtype)
+
+
+class BatchBuilder:
+    """Fills one batch in place, in the *wire* layout that crosses from a worker to the main process.
+
+    Wire batch: ``"pathways"`` (names, in order), ``"label"`` (int64 ndarray), ``"key"``, ``"skipped"``,
+    ``"size"`` (h, w), ``"views"`` (eval: (num_clips, flip_double), else None), and either
+    ``"heatmaps"``, one float16 tensor P×B×K×T×H×W (eval P×B×N×K×T×H×W) in shared memory, or
+    ``"kp"``/``"score"``, float32 ndarrays P×B×M×T×V×2 / P×B×M×T×V (eval with a C axis after B; training
+    batches with the batch's own M, ``"max_persons"`` saying what ``unpack`` pads to).
+    Why: every shared-memory tensor costs a file-descriptor hand-off (a socket round trip per tensor,
+    ~2 ms here), so the big heatmaps go as ONE tensor and the small arrays travel by value through
+    the pipe (5× cheaper for a keypoint batch). ``unpack`` rebuilds the contract layout.
+    """
+
+    def __init__(self, cfg: LoaderConfig, size: int, num_clips: int | None, flip_double: bool,
+                 buffers: WorkerBuffers | None = None) -> None:
+        self.cfg, self.size, self.num_clips, self.flip_double = cfg, size, num_clips, flip_double
+        self.buffers = buffers  # a worker's recycled heatmap buffers (training), else fresh ones
+        self.pool_slot: tuple[int, int, int] | None = None
+        self.pathways = cfg.active_pathways
+        self.labels = np.zeros(size, dtype=np.int64)
+        self.keys: list[str] = []
+        self.heatmaps: torch.Tensor | None = None
+        self.kp: np.ndarray | None = None
+        self.score: np.ndarray | None = None
+        self.hw: tuple[int, int] | None = None
+        self.written: list[torch.Tensor] | None = None  # a zeroed ring buffer's write record, else None
+
+    def _alloc(self, length: int, joints: int, size: tuple[int, int], persons: int | None = None) -> None:
+        """``persons``: person slots of a keypoint batch (default ``max_persons``; ``unpack`` pads)."""
+        lead = (len(self.pathways), self.size)
+        h, w = size
+        if self.cfg.heatmaps_on == "workers":
+            views = () if self.num_clips is None else (self.num_clips * (2 if self.flip_double else 1),)
+            if self.buffers is None:
+                self.heatmaps = _empty((*lead, *views, joints, length, h, w), torch.float16)
+            else:  # ring buffers hold a full batch; a smaller last batch uses the front of one
+                full = (len(self.pathways), self.cfg.batch_size, *views, joints, length, h, w)
+                ring, self.pool_slot = self.buffers.take(full, torch.float16)
+                self.heatmaps, self.written = ring.tensor[:, : self.size], ring.written
+        else:
+            clips = () if self.num_clips is None else (self.num_clips,)
+            m = self.cfg.max_persons if persons is None else persons
+            self.kp = np.zeros((*lead, *clips, m, length, joints, 2), dtype=np.float32)
+            self.score = np.zeros((*lead, *clips, m, length, joints), dtype=np.float32)
+
+    def add(self, video: Video, clips: dict[str, Clip]) -> None:
+        """One video's evaluation clips (``ClipMaker.test``); training batches come whole (``add_batch``)."""
+        if self.num_clips is None:
+            raise ValueError("BatchBuilder.add takes evaluation clips; training batches go through add_batch")
+        i = len(self.keys)
+        for p, pathway in enumerate(self.pathways):
+            clip = clips[pathway]
+            if self.hw is None:
+                self.hw = clip.size
+                self._alloc(clip.keypoint.shape[-3], clip.keypoint.shape[-2], clip.size)
+            elif clip.size != self.hw:
+                raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): {pathway} clip "
+                                 f"is {clip.size}, the batch's others are {self.hw}; the pipeline must end "
+                                 "in a fixed size")
+            if self.heatmaps is None:
+                assert self.kp is not None and self.score is not None
+                m = clip.keypoint.shape[-4]
+                self.kp[p, i, ..., :m, :, :, :] = clip.keypoint
+                self.score[p, i, ..., :m, :, :] = clip.score
+        if self.heatmaps is not None:  # test views are view-major (N = view·C + clip), as the reference
+            for p, pathway in enumerate(self.pathways):
+                clip = clips[pathway]
+                views = render_views(clip.keypoint[None], clip.score[None], clip.size, self.cfg.sigma,
+                                     self.flip_double)
+                self.heatmaps[p, i].copy_(views[0])
+        self.labels[i] = video.label
+        self.keys.append(video.key)
+
+    def add_batch(self, videos: list[Video], batch: dict[str, ClipBatch]) -> None:
+        """A whole training batch at once, from ``ClipMaker.train_batch`` (into an empty builder)."""
+        n = len(videos)
+        if self.keys or n > self.size:
+            raise ValueError(f"add_batch: {n} videos into a builder of {self.size} holding {len(self.keys)}")
+        first = batch[self.pathways[0]]
+        self.hw = first.size
+        length, joints = first.keypoint.shape[2:4]
+        # keypoint batches cross with the batch's own person count (often 1 of max_persons 2: half the
+        # bytes to pickle and pipe); ``unpack`` pads them back to max_persons
+        self._alloc(length, joints, first.size, persons=first.keypoint.shape[1])
+        if self.heatmaps is not None:
+            # Rendered sample by sample, both pathways in one call (~20 % cheaper than a call each; the
+            # whole batch in one call is slower: its working set leaves the caches), real persons only.
+            h, w = first.size
+            kp = np.stack([batch[p].keypoint for p in self.pathways])  # P×B×K×L×V×2
+            score = np.stack([batch[p].score for p in self.pathways])
+            for i, m in enumerate(first.persons):
+                heatmaps.render_batch(kp[:, i, :m], score[:, i, :m], h, w, sigma=self.cfg.sigma,
+                                      out=self.heatmaps[:, i], clear=self.written is None,
+                                      written=self.written)
+        else:
+            assert self.kp is not None and self.score is not None
+            for p, pathway in enumerate(self.pathways):
+                clips = batch[pathway]
+                m = min(clips.keypoint.shape[1], self.kp.shape[2])
+                self.kp[p, :n, :m] = clips.keypoint[:, :m]
+                self.score[p, :n, :m] = clips.score[:, :m]
+        self.labels[:n] = [video.label for video in videos]
+        self.keys = [video.key for video in videos]
+
+    def finish(self, skipped: int) -> dict[str, Any]:
+        """The wire batch of the samples added so far (a smaller last batch is a view of the buffers)."""
+        n = len(self.keys)
+        views = None if self.num_clips is None else (self.num_clips, self.flip_double)
+        wire: dict[str, Any] = {"pathways": self.pathways, "label": self.labels[:n].copy(),
+                                "key": list(self.keys), "skipped": int(skipped), "size": self.hw,
+                                "views": views}
+        if self.heatmaps is not None:
+            wire["heatmaps"] = self.heatmaps if n == self.size else self.heatmaps[:, :n]
+            wire["pool"] = self.pool_slot
+        elif self.kp is not None and self.score is not None:
+            wire["kp"], wire["score"] = self.kp[:, :n], self.score[:, :n]
+            wire["max_persons"] = self.cfg.max_persons
+        return wire
+
+
+def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
+    """Wire batch (``BatchBuilder.finish``) → the contract's batch layout, in the main process.
+
+    Zero-copy views; arrays that came by value are pinned here when ``pin_memory`` is set (the
+    DataLoader's pin thread pins only tensors, i.e. the heatmaps).
+    """
+    pin = pin_memory and torch.cuda.is_available()
+    label = torch.from_numpy(wire["label"])
+    batch: dict[str, Any] = {"label": label.pin_memory() if pin else label, "key": wire["key"],
+                             "skipped": wire["skipped"]}
+    if "heatmaps" in wire:
+        for p, pathway in enumerate(wire["pathways"]):
+            batch[pathway] = wire["heatmaps"][p]
+        return batch
+    kp, score = torch.from_numpy(wire["kp"]), torch.from_numpy(wire["score"])
+    axis = 2 if wire["views"] is None else 3  # the person axis of P×B(×C)×M×T×V(×2)
+    missing = wire["max_persons"] - kp.shape[axis]
+    if missing > 0:  # pad with absent persons: zeros, score 0 (they draw nothing)
+        kp, score = (torch.cat([t, t.new_zeros((*t.shape[:axis], missing, *t.shape[axis + 1:]))], axis)
+                     for t in (kp, score))
+    if pin:
+        kp, score = kp.pin_memory(), score.pin_memory()
+    for p, pathway in enumerate(wire["pathways"]):
+        batch[f"{pathway}_kp"], batch[f"{pathway}_score"] = kp[p], score[p]
+    batch["size"] = wire["size"]
+    if wire["views"] is not None:
+        batch["flip_double"] = wire["views"][1]
+    return batch
