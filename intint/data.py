@@ -13,10 +13,11 @@ What crosses the process boundary, and why:
   window keeps them above 0.011, where float16 is exact to 2^-11 relative, and it halves the bytes
   of the shared-memory hand-off, the pin-memory copy and the host→device transfer;
   ``to_device`` casts to float32 on the device.
-* ``heatmaps_on="device"``: keypoints B×M×T×V×2 and scores B×M×T×V as **float32**, persons padded
-  with absent slots (zeros, score 0, which draw nothing) to ``max_persons``. That is ~13 KB per clip
-  against 5 MB of float16 heatmaps; float16 coordinates would save 6 KB but move a Gaussian of
-  σ = 0.6 px by up to 1/32 px, several percent of its value.
+* ``heatmaps_on="device"``: keypoints B×M×T×V×2 as **float32**, scores B×M×T×V in the dtype the
+  shards store (training; float16 in PYSKL data, so no rounding: the transforms only reorder scores;
+  evaluation ships float32), persons padded with absent slots (zeros, score 0, which draw nothing) to
+  ``max_persons``. That is ~10 KB per clip against 5 MB of float16 heatmaps; float16 coordinates would
+  save 6 KB more but move a Gaussian of σ = 0.6 px by up to 1/32 px, several percent of its value.
 * One shared-memory tensor per batch (the heatmaps of all pathways), allocated there from the start
   as torch's own collate does, so the hand-off passes one file descriptor, not a copy; everything
   small travels by value (``intint.wire``: ``BatchBuilder`` explains the layout, ``unpack`` restores

@@ -27,6 +27,7 @@ import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, BinaryIO
 
 import fsspec
@@ -280,18 +281,29 @@ def _npy_fast(data: bytes) -> np.ndarray | None:
         return None
     major = data[6]
     if major == 1:
-        start, size = 10, int.from_bytes(data[8:10], "little")
+        end = 10 + int.from_bytes(data[8:10], "little")
     elif major in (2, 3):
-        start, size = 12, int.from_bytes(data[8:12], "little")
+        end = 12 + int.from_bytes(data[8:12], "little")
     else:
         return None
-    match = _NPY_HEADER.fullmatch(data[start:start + size].decode("latin1"))
+    layout = _npy_layout(data[:end])
+    if layout is None:
+        return None
+    dtype, shape, order, count = layout
+    return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape, order=order)
+
+
+@lru_cache(maxsize=4096)
+def _npy_layout(preamble: bytes) -> tuple[np.dtype, tuple[int, ...], str, int] | None:
+    """(dtype, shape, order, element count) of an ``.npy`` preamble (magic, version, length, header), or
+    None for a header the fast path does not take. Cached: a shard set's arrays share few distinct
+    headers (one per person count × length), and parsing one cost more than reading its array."""
+    match = _NPY_HEADER.fullmatch(preamble[12 if preamble[6] in (2, 3) else 10:].decode("latin1"))
     if match is None:
         return None
     descr, fortran, dims = match.groups()
-    shape = tuple(int(d) for d in dims.replace(" ", "").split(",") if d)
-    arr = np.frombuffer(data, dtype=np.dtype(descr), count=math.prod(shape), offset=start + size)
-    return arr.reshape(shape, order="F" if fortran == "True" else "C")
+    shape = tuple([int(d) for d in dims.split(",") if d.strip()])
+    return np.dtype(descr), shape, "F" if fortran == "True" else "C", math.prod(shape)
 
 
 def _npy(data: bytes, shard: str, key: str, frame_dir: str, field: str) -> np.ndarray:

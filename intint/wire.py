@@ -56,8 +56,10 @@ class BatchBuilder:
         self.hw: tuple[int, int] | None = None
         self.written: list[torch.Tensor] | None = None  # a zeroed ring buffer's write record, else None
 
-    def _alloc(self, length: int, joints: int, size: tuple[int, int], persons: int | None = None) -> None:
-        """``persons``: person slots of a keypoint batch (default ``max_persons``; ``unpack`` pads)."""
+    def _alloc(self, length: int, joints: int, size: tuple[int, int], persons: int | None = None,
+               score_dtype: np.dtype | type = np.float32) -> None:
+        """``persons``: person slots of a keypoint batch (default ``max_persons``; ``unpack`` pads);
+        ``score_dtype``: the keypoint batch's score dtype (training ships the shards' own)."""
         lead = (len(self.pathways), self.size)
         h, w = size
         if self.cfg.heatmaps_on == "workers":
@@ -72,7 +74,7 @@ class BatchBuilder:
             clips = () if self.num_clips is None else (self.num_clips,)
             m = self.cfg.max_persons if persons is None else persons
             self.kp = np.zeros((*lead, *clips, m, length, joints, 2), dtype=np.float32)
-            self.score = np.zeros((*lead, *clips, m, length, joints), dtype=np.float32)
+            self.score = np.zeros((*lead, *clips, m, length, joints), dtype=score_dtype)
 
     def add(self, video: Video, clips: dict[str, Clip]) -> None:
         """One video's evaluation clips (``ClipMaker.test``); training batches come whole (``add_batch``)."""
@@ -112,7 +114,10 @@ class BatchBuilder:
         length, joints = first.keypoint.shape[2:4]
         # keypoint batches cross with the batch's own person count (often 1 of max_persons 2: half the
         # bytes to pickle and pipe); ``unpack`` pads them back to max_persons
-        self._alloc(length, joints, first.size, persons=first.keypoint.shape[1])
+        # and scores in the dtype they were stored in (float16 in PYSKL data: half the bytes, no rounding;
+        # the renderer casts them on the device)
+        self._alloc(length, joints, first.size, persons=first.keypoint.shape[1],
+                    score_dtype=np.result_type(*(batch[p].score for p in self.pathways)))
         if self.heatmaps is not None:
             # Rendered sample by sample, both pathways in one call (~20 % cheaper than a call each; the
             # whole batch in one call is slower: its working set leaves the caches), real persons only.

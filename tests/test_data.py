@@ -325,7 +325,7 @@ def test_intensity_clip_is_the_window_at_the_stored_peak(shard_set: Path) -> Non
                          strict=True))
 
     def totals(c: LoaderConfig) -> dict[str, torch.Tensor]:
-        return {k: b["intensity_score"][i].sum(-1)
+        return {k: b["intensity_score"][i].float().sum(-1)
                 for b in train_loader(c, 0, 1) for i, k in enumerate(b["key"])}
 
     got = totals(cfg)
