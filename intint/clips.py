@@ -40,13 +40,27 @@ class Clip:
 
 @dataclass
 class ClipBatch:
-    """One pathway's training clips of a batch: keypoint B×M×L×V×2, score B×M×L×V, clip i's real
-    persons in its first ``persons[i]`` slots (zeros after them), all in a frame of ``size``."""
+    """One pathway's training clips of a batch *before* their spatial map: keypoint B×K×L×V×2 and score
+    B×K×L×V as cut from the videos (stored dtype), clip i's real persons in its first ``persons[i]``
+    slots (zeros after them), and each clip's map (``coef`` B×3×2, ``flipped`` B, from
+    ``FusedTrainPipeline.maps``) into a frame of ``size``. ``mapped`` applies it (``transforms.apply_maps``).
+
+    Why unapplied: the heatmaps_on="device" wire ships the clips as stored (float16 in PYSKL data: half
+    the bytes of float32 coordinates) with the maps, and the training device applies them."""
 
     keypoint: np.ndarray
     score: np.ndarray
     size: tuple[int, int]
     persons: list[int]
+    coef: np.ndarray
+    flipped: np.ndarray
+    flip_index: tuple[int, ...]
+
+    def mapped(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 coordinates B×K×L×V×2 in the ``size`` frame and the score, flipped clips' joints
+        swapped: clip i equals ``ClipMaker.train``'s clip for its own person slots."""
+        return transforms.apply_maps(self.keypoint, self.score, self.coef, self.flipped, self.persons,
+                                     self.flip_index)
 
 
 class ClipMaker:
@@ -102,10 +116,11 @@ class ClipMaker:
     def train_batch(self, videos: list[Video], epoch: int, rng_keys: list[str]) -> dict[str, ClipBatch]:
         """``train`` for a whole batch: per pathway, the clips of all videos as padded arrays.
 
-        Clip i equals ``train(videos[i], epoch, rng_keys[i])`` bit for bit (same Generators, same
-        draws in the same order), with person slots beyond its own count zero. Sampling and gathering
-        stay per video; the keypoint transforms run once for the batch (``FusedTrainPipeline.batch``),
-        which is most of a sample's CPU time when done clip by clip.
+        Clip i, once ``ClipBatch.mapped``, equals ``train(videos[i], epoch, rng_keys[i])`` bit for bit
+        (same Generators, same draws in the same order), with person slots beyond its own count zero.
+        Sampling stays per video; one gather cuts every clip, and the maps are computed for the batch
+        (``FusedTrainPipeline.maps``) but left for the consumer to apply: the workers' renderer or
+        the training device.
         """
         if len(videos) != len(rng_keys) or not videos:
             raise ValueError(f"train_batch: {len(videos)} videos and {len(rng_keys)} RNG keys")
@@ -132,6 +147,7 @@ class ClipMaker:
         first_rows = starts[:-1, None, None] + slot * np.array(frames)[:, None, None]
         shapes = [video.img_shape for video in videos]
         kept = [min(m, self.max_persons) for m in persons]
+        keep = min(most, self.max_persons)
         # Frames of clip i, vectorised where no per-clip logic is needed: Integrity clips of videos with
         # T >= 2L take one frame per equal segment from L uniforms that come first in the clip's stream
         # (``sampling.uniform_indices``), Intensity clips a window at the stored peak; the other regimes,
@@ -153,15 +169,17 @@ class ClipMaker:
                     frames_of[i] = self._indices(video, pathway, 1, False, rng)
                 rng.random(out=uniforms[i, length:])
             rows_of = np.where(present, first_rows + frames_of[:, None, :], starts[-1])  # B×M×L
-            kp = torch.from_numpy(flat_kp.take(rows_of, axis=0))  # B×M×L×V×2, stored dtype
-            rows = np.empty((b, 2, most, length, joints), dtype=np.float32)  # x, y planes (see batch)
+            kp = flat_kp.take(rows_of, axis=0)  # B×M×L×V×2, stored dtype
+            rows = np.empty((b, 2, most, length, joints), dtype=np.float32)  # x, y planes (see maps)
             # cast and de-interleave in one torch copy: NumPy casts float16 element by element (~3 ns
             # each here), torch with F16C
-            torch.from_numpy(rows).view(b, 2, -1).copy_(kp.view(b, -1, 2).transpose(1, 2))
-            score = flat_score.take(rows_of, axis=0)  # stored dtype: scores only move, never change
-            kp_out, score_out, size = self.train_pipe.batch(rows, score, persons, shapes,
-                                                            uniforms[:, length:], keep=self.max_persons)
-            out[pathway] = ClipBatch(kp_out, score_out, size, kept)
+            torch.from_numpy(rows).view(b, 2, -1).copy_(torch.from_numpy(kp).view(b, -1, 2).transpose(1, 2))
+            coef, flipped = self.train_pipe.maps(rows, persons, shapes, uniforms[:, length:])
+            # the first max_persons slots (the map was framed on all of them); scores only move, never
+            # change, so they stay in their stored dtype
+            score = flat_score.take(rows_of[:, :keep], axis=0)
+            out[pathway] = ClipBatch(kp[:, :keep], score, self.train_pipe.cfg.train_hw, kept, coef, flipped,
+                                     tuple(self.train_pipe.cfg.flip_index))
         return out
 
     def test(self, video: Video, num_clips: int) -> dict[str, Clip]:

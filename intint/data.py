@@ -13,11 +13,14 @@ What crosses the process boundary, and why:
   window keeps them above 0.011, where float16 is exact to 2^-11 relative, and it halves the bytes
   of the shared-memory hand-off, the pin-memory copy and the host→device transfer;
   ``to_device`` casts to float32 on the device.
-* ``heatmaps_on="device"``: keypoints B×M×T×V×2 as **float32**, scores B×M×T×V in the dtype the
-  shards store (training; float16 in PYSKL data, so no rounding: the transforms only reorder scores;
-  evaluation ships float32), persons padded with absent slots (zeros, score 0, which draw nothing) to
-  ``max_persons``. That is ~10 KB per clip against 5 MB of float16 heatmaps; float16 coordinates would
-  save 6 KB more but move a Gaussian of σ = 0.6 px by up to 1/32 px, several percent of its value.
+* ``heatmaps_on="device"``: training clips B×M×T×V×2 / B×M×T×V *as cut from the videos*, in the
+  dtype the shards store (float16 in PYSKL data), with each clip's spatial map (compact, resize, crop,
+  flip as ``x' = a·x + b`` per axis, computed in the worker from every person's bounds) that
+  ``to_device`` applies on the device in float32 (``transforms.apply_maps``): ~5 KB per clip against
+  5 MB of float16 heatmaps, and no rounding — mapped coordinates would have to travel as float32
+  (float16 moves a Gaussian of σ = 0.6 px by up to 1/32 px, several percent of its value). Persons are
+  padded with absent slots (zeros, score 0, which draw nothing) to ``max_persons``. Evaluation clips
+  travel mapped, as float32.
 * One shared-memory tensor per batch (the heatmaps of all pathways), allocated there from the start
   as torch's own collate does, so the hand-off passes one file descriptor, not a copy; everything
   small travels by value (``intint.wire``: ``BatchBuilder`` explains the layout, ``unpack`` restores
@@ -59,7 +62,7 @@ from intint.shardstream import (
     shard_refs,
     shuffled,
 )
-from intint.transforms import PipelineConfig
+from intint.transforms import PipelineConfig, apply_maps
 from intint.wire import BatchBuilder, unpack
 
 log = logging.getLogger(__name__)
@@ -501,6 +504,11 @@ def to_device(batch: dict[str, Any], device: torch.device | str, cfg: LoaderConf
             kp = batch[f"{pathway}_kp"].to(device, non_blocking=True)
             score = batch[f"{pathway}_score"].to(device, non_blocking=True)
             h, w = batch["size"]
+            if f"{pathway}_map" in batch:  # training clips as cut from the videos, with their maps
+                maps = batch[f"{pathway}_map"].to(device, non_blocking=True)
+                persons = batch["persons"].to(device, non_blocking=True)
+                flip_index = cfg.pipeline.flip_index
+                kp, score = apply_maps(kp, score, maps[:, :6], maps[:, 6] != 0, persons, flip_index)
             if kp.ndim == 5:
                 out[pathway] = heatmaps.render_batch(kp, score, h, w, sigma=cfg.sigma)
             else:

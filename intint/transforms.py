@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from intint import skeleton
 
@@ -442,7 +443,7 @@ class FusedTrainPipeline:
         persons: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, Shape]:
         """Returns new arrays (the inputs are never written); ``persons`` as in ``Pipeline``. One clip is
-        a batch of one: ``batch`` holds the maths."""
+        a batch of one: ``maps`` and ``apply_maps`` hold the maths."""
         if rng is None:
             raise ValueError("train pipeline needs a Generator (rng)")
         kp = np.asarray(keypoint, dtype=np.float32)
@@ -451,70 +452,40 @@ class FusedTrainPipeline:
         m = kp.shape[0]
         rows = np.array(kp.transpose(3, 0, 1, 2), order="C")[None]  # our own planar copy, 1×2×M×T×V
         uniforms = rng.random((1, 2 * self.max_attempts + 3))
-        out, out_score, size = self.batch(rows, sc[None], [m], [img_shape], uniforms,
-                                          keep=len(range(m)[:persons]))
-        return out[0], out_score[0], size
+        coef, flipped = self.maps(rows, [m], [img_shape], uniforms)
+        k = len(range(m)[:persons])
+        out, out_score = apply_maps(kp[None, :k], sc[None, :k], coef, flipped, [m], self.cfg.flip_index)
+        return out[0].numpy(), out_score[0].numpy(), self.cfg.train_hw
 
-    def batch(
+    def maps(
         self,
         rows: np.ndarray,
-        score: np.ndarray,
         persons: Sequence[int],
         img_shapes: Sequence[Sequence[int]],
         uniforms: np.ndarray,
-        *,
-        keep: int,
-    ) -> tuple[np.ndarray, np.ndarray, Shape]:
-        """The same map for a batch of B clips at once: the loader's training hot path.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every clip's map for a batch of B clips: coefficients B×3×2 float32 (scale, offset of non-zero
+        coordinates, offset of zeros; [x, y] each) and the flip mask B, for ``apply_maps``.
 
-        ``rows`` B×2×M×L×V (float32, the x then the y plane of every clip; overwritten) and ``score``
-        B×M×L×V hold clip i's ``persons[i]`` person slots first and zeros after them (a padded slot has
-        no non-zero coordinate, so it does not move the compact box); ``uniforms`` B×(2·max_attempts + 3)
+        ``rows`` B×2×M×L×V (float32, the x then the y plane of every clip; NaN/inf are zeroed in place)
+        hold clip i's ``persons[i]`` person slots first and zeros after them (a padded slot has no
+        non-zero coordinate, so it does not move the compact box); ``uniforms`` B×(2·max_attempts + 3)
         are each clip's draws, the numbers ``rng.random(2 * max_attempts + 3)`` gives ``__call__``.
-        Returns new arrays, keypoint B×K×L×V×2 and score B×K×L×V (in ``score``'s dtype: scores are only
-        reordered, so float16 scores from the shards stay float16) with K = min(keep, M), padded slots
-        zero: clip i as ``__call__`` with ``persons=keep`` gives it for its own slots. Why batches: per
-        clip these are ~15 NumPy calls on ~1,600 numbers, all call overhead; here they run once per
-        batch and only the scalar box maths stays per clip. The planar input is what the loader
-        gathers into directly.
+        Why split from ``apply_maps``: the map needs every person's bounds (the loader's worker has
+        them), applying it is a few array operations the training device can do on the clip as stored
+        (``heatmaps_on="device"`` ships float16 clips and maps: half the bytes, and no per-clip work left
+        in the worker but this).
         """
         if rows.ndim != 5 or rows.shape[1] != 2 or rows.dtype != np.float32:
             raise ValueError(f"field 'keypoint': expected float32 B×2×M×T×V, got {rows.dtype} {rows.shape}")
-        b, _, m, t, v = rows.shape
-        if score.shape != (b, m, t, v) or len(persons) != b or len(img_shapes) != b:
-            raise ValueError(f"batch: keypoint {rows.shape}, score {score.shape}, {len(persons)} person "
-                             f"counts and {len(img_shapes)} image shapes disagree")
-        flat = rows.reshape(b, 2, -1)
-        zero, bounds = _nonzero_bounds(flat)
+        b = rows.shape[0]
+        if len(persons) != b or len(img_shapes) != b or len(uniforms) != b:
+            raise ValueError(f"maps: {b} clips, {len(persons)} person counts, {len(img_shapes)} image shapes "
+                             f"and {len(uniforms)} rows of uniforms disagree")
+        _, bounds = _nonzero_bounds(rows.reshape(b, 2, -1))
         maps = [self._affine(bounds[i], img_shapes[i], uniforms[i].tolist()) for i in range(b)]
-        coef = np.array([c for c, _ in maps], dtype=np.float32)[:, :, :, None]  # B×3×2×1
-        k = min(keep, m)
-        n = k * t * v
-        flat, zero = flat[:, :, :n], zero[:, :, :n]
-        flat *= coef[:, 0]
-        flat += coef[:, 1]
-        np.copyto(flat, np.broadcast_to(coef[:, 2], flat.shape), where=zero)
-        out = np.empty((b, n, 2), dtype=np.float32)
-        out[:, :, 0] = flat[:, 0]
-        out[:, :, 1] = flat[:, 1]
-        out = out.reshape(b, k, t, v, 2)
-        sc = np.array(score[:, :k])  # a copy (its own dtype): the flip below reorders it in place
-        for i, count in enumerate(persons):
-            if count < k:
-                out[i, count:] = 0  # padded slots stay absent (the map moved their zeros)
-        turned = [i for i, (_, flip) in enumerate(maps) if flip]
-        if turned:  # ``take`` per clip: ~10x cheaper than fancy indexing the batch's joint axis
-            order = self._flip_order(v)
-            for i in turned:
-                out[i] = out[i].take(order, axis=2)
-                sc[i] = sc[i].take(order, axis=2)
-        return out, sc, self.cfg.train_hw
-
-    def _flip_order(self, joints: int) -> np.ndarray:
-        order = np.asarray(self.cfg.flip_index)
-        if len(order) != joints:
-            raise ValueError(f"flip: flip_index has {len(order)} entries for V={joints} joints")
-        return order
+        coef = np.array([c for c, _ in maps], dtype=np.float32).reshape(b, 3, 2)
+        return coef, np.array([flip for _, flip in maps], dtype=bool).reshape(b)
 
     def _affine(self, bounds: tuple[float, float, float, float] | None, img_shape: Sequence[int],
                 u: list[float]) -> tuple[tuple[list[float], list[float], list[float]], bool]:
@@ -547,6 +518,51 @@ class FusedTrainPipeline:
             scale[0], offset[0] = -scale[0], tw - offset[0]
             offset0[0] = tw - offset0[0] if offset0[0] != 0 else 0.0
         return (scale, offset, offset0), flipped
+
+
+def _tensor(value: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A tensor view of an array; read-only arrays (decoded straight from shard bytes) are copied first,
+    since torch cannot view them."""
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.from_numpy(np.require(value, requirements="W"))
+
+
+def apply_maps(
+    keypoint: np.ndarray | torch.Tensor,
+    score: np.ndarray | torch.Tensor,
+    coef: np.ndarray | torch.Tensor,
+    flipped: np.ndarray | torch.Tensor,
+    persons: Sequence[int] | np.ndarray | torch.Tensor,
+    flip_index: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply ``FusedTrainPipeline.maps`` to clips as cut from the video: keypoint B×K×L×V×2 (any float
+    dtype; NaN/inf are absent joints) and score B×K×L×V → float32 coordinates and the score (its own
+    dtype) with flipped clips' joints swapped and person slots from ``persons[i]`` on zero.
+
+    Torch, on whatever device the keypoints are: the loader's workers run it on the CPU before
+    rendering, ``data.to_device`` on the training device. Per element ``a·x + b`` (``b0`` where x == 0)
+    in two float32 operations, exactly the rounding of the per-clip path; the inputs are never written.
+    """
+    kp = _tensor(keypoint)
+    device = kp.device
+    sc = _tensor(score).to(device)
+    if kp.ndim != 5 or kp.shape[-1] != 2 or tuple(sc.shape) != tuple(kp.shape[:-1]):
+        raise ValueError(f"apply_maps: expected keypoint B×K×L×V×2 and score B×K×L×V, got "
+                         f"{tuple(kp.shape)} and {tuple(sc.shape)}")
+    b, k, _, v, _ = kp.shape
+    if len(flip_index) != v:
+        raise ValueError(f"flip: flip_index has {len(flip_index)} entries for V={v} joints")
+    coef = torch.as_tensor(coef, device=device, dtype=torch.float32).reshape(b, 3, 1, 1, 1, 2)
+    kp = torch.nan_to_num(kp.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    out = torch.where(kp == 0, coef[:, 2], kp * coef[:, 0] + coef[:, 1])
+    slots = torch.arange(k, device=device) < torch.as_tensor(persons, device=device).reshape(b, 1)
+    out = torch.where(slots[:, :, None, None, None], out, 0.0)  # padded slots stay absent
+    turned = torch.as_tensor(flipped, device=device, dtype=torch.bool).reshape(b, 1)
+    joints = torch.where(turned, torch.as_tensor(flip_index, device=device),
+                         torch.arange(v, device=device))  # B×V: each clip's joint order
+    out = out.gather(3, joints[:, None, None, :, None].expand(out.shape))
+    return out, sc.gather(3, joints[:, None, None, :].expand(sc.shape))
 
 
 def staged_train_pipeline(cfg: PipelineConfig) -> Pipeline:

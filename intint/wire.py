@@ -35,8 +35,10 @@ class BatchBuilder:
     Wire batch: ``"pathways"`` (names, in order), ``"label"`` (int64 ndarray), ``"key"``, ``"skipped"``,
     ``"size"`` (h, w), ``"views"`` (eval: (num_clips, flip_double), else None), and either
     ``"heatmaps"``, one float16 tensor P×B×K×T×H×W (eval P×B×N×K×T×H×W) in shared memory, or
-    ``"kp"``/``"score"``, float32 ndarrays P×B×M×T×V×2 / P×B×M×T×V (eval with a C axis after B; training
-    batches with the batch's own M, ``"max_persons"`` saying what ``unpack`` pads to).
+    ``"kp"``/``"score"`` ndarrays P×B×M×T×V×2 / P×B×M×T×V: evaluation clips mapped, float32, with a C
+    axis after B; training clips as cut from the videos (stored dtype, the batch's own M) with
+    ``"maps"`` P×B×7 float32 (each clip's ``coef`` flattened, then 1.0 where it flips) and ``"persons"``
+    B; ``"max_persons"`` says what ``unpack`` pads M to.
     Why: every shared-memory tensor costs a file-descriptor hand-off (a socket round trip per tensor,
     ~2 ms here), so the big heatmaps go as ONE tensor and the small arrays travel by value through
     the pipe (5× cheaper for a keypoint batch). ``unpack`` rebuilds the contract layout.
@@ -55,11 +57,10 @@ class BatchBuilder:
         self.score: np.ndarray | None = None
         self.hw: tuple[int, int] | None = None
         self.written: list[torch.Tensor] | None = None  # a zeroed ring buffer's write record, else None
+        self.maps: np.ndarray | None = None  # training keypoint batches: each clip's map, P×B×7
+        self.persons: np.ndarray | None = None  # and its person count, B
 
-    def _alloc(self, length: int, joints: int, size: tuple[int, int], persons: int | None = None,
-               score_dtype: np.dtype | type = np.float32) -> None:
-        """``persons``: person slots of a keypoint batch (default ``max_persons``; ``unpack`` pads);
-        ``score_dtype``: the keypoint batch's score dtype (training ships the shards' own)."""
+    def _alloc(self, length: int, joints: int, size: tuple[int, int]) -> None:
         lead = (len(self.pathways), self.size)
         h, w = size
         if self.cfg.heatmaps_on == "workers":
@@ -72,9 +73,9 @@ class BatchBuilder:
                 self.heatmaps, self.written = ring.tensor[:, : self.size], ring.written
         else:
             clips = () if self.num_clips is None else (self.num_clips,)
-            m = self.cfg.max_persons if persons is None else persons
+            m = self.cfg.max_persons
             self.kp = np.zeros((*lead, *clips, m, length, joints, 2), dtype=np.float32)
-            self.score = np.zeros((*lead, *clips, m, length, joints), dtype=score_dtype)
+            self.score = np.zeros((*lead, *clips, m, length, joints), dtype=np.float32)
 
     def add(self, video: Video, clips: dict[str, Clip]) -> None:
         """One video's evaluation clips (``ClipMaker.test``); training batches come whole (``add_batch``)."""
@@ -111,30 +112,30 @@ class BatchBuilder:
             raise ValueError(f"add_batch: {n} videos into a builder of {self.size} holding {len(self.keys)}")
         first = batch[self.pathways[0]]
         self.hw = first.size
-        length, joints = first.keypoint.shape[2:4]
-        # keypoint batches cross with the batch's own person count (often 1 of max_persons 2: half the
-        # bytes to pickle and pipe); ``unpack`` pads them back to max_persons
-        # and scores in the dtype they were stored in (float16 in PYSKL data: half the bytes, no rounding;
-        # the renderer casts them on the device)
-        self._alloc(length, joints, first.size, persons=first.keypoint.shape[1],
-                    score_dtype=np.result_type(*(batch[p].score for p in self.pathways)))
-        if self.heatmaps is not None:
+        if self.cfg.heatmaps_on == "workers":
+            length, joints = first.keypoint.shape[2:4]
+            self._alloc(length, joints, first.size)
             # Rendered sample by sample, both pathways in one call (~20 % cheaper than a call each; the
             # whole batch in one call is slower: its working set leaves the caches), real persons only.
             h, w = first.size
-            kp = np.stack([batch[p].keypoint for p in self.pathways])  # P×B×K×L×V×2
-            score = np.stack([batch[p].score for p in self.pathways])
+            mapped = [batch[p].mapped() for p in self.pathways]
+            kp = torch.stack([k for k, _ in mapped])  # P×B×K×L×V×2
+            score = torch.stack([s for _, s in mapped])
             for i, m in enumerate(first.persons):
                 heatmaps.render_batch(kp[:, i, :m], score[:, i, :m], h, w, sigma=self.cfg.sigma,
                                       out=self.heatmaps[:, i], clear=self.written is None,
                                       written=self.written)
         else:
-            assert self.kp is not None and self.score is not None
-            for p, pathway in enumerate(self.pathways):
-                clips = batch[pathway]
-                m = min(clips.keypoint.shape[1], self.kp.shape[2])
-                self.kp[p, :n, :m] = clips.keypoint[:, :m]
-                self.score[p, :n, :m] = clips.score[:, :m]
+            # Keypoint batches cross as cut from the videos, in their stored dtype, with each clip's map
+            # (``to_device`` applies it on the training device): float16 PYSKL clips are half the bytes of
+            # mapped float32 coordinates. They keep the batch's own person count (often 1 of max_persons
+            # 2); ``unpack`` pads them back to max_persons.
+            clips = [batch[p] for p in self.pathways]
+            self.kp = np.stack([c.keypoint for c in clips])  # P×B×K×L×V×2
+            self.score = np.stack([c.score for c in clips])
+            self.maps = np.concatenate([np.stack([c.coef.reshape(n, 6) for c in clips]),
+                                        np.stack([c.flipped for c in clips])[..., None]], axis=2)  # P×B×7
+            self.persons = np.array(first.persons, dtype=np.int64)
         self.labels[:n] = [video.label for video in videos]
         self.keys = [video.key for video in videos]
 
@@ -151,6 +152,8 @@ class BatchBuilder:
         elif self.kp is not None and self.score is not None:
             wire["kp"], wire["score"] = self.kp[:, :n], self.score[:, :n]
             wire["max_persons"] = self.cfg.max_persons
+            if self.maps is not None and self.persons is not None:
+                wire["maps"], wire["persons"] = self.maps[:, :n], self.persons[:n]
         return wire
 
 
@@ -158,7 +161,9 @@ def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
     """Wire batch (``BatchBuilder.finish``) → the contract's batch layout, in the main process.
 
     Zero-copy views; arrays that came by value are pinned here when ``pin_memory`` is set (the
-    DataLoader's pin thread pins only tensors, i.e. the heatmaps).
+    DataLoader's pin thread pins only tensors, i.e. the heatmaps). Training keypoint batches also carry
+    ``"{pathway}_map"`` (B×7) and ``"persons"`` (B): ``data.to_device`` applies the maps
+    (``transforms.apply_maps``) before it renders.
     """
     pin = pin_memory and torch.cuda.is_available()
     label = torch.from_numpy(wire["label"])
@@ -178,6 +183,10 @@ def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
         kp, score = kp.pin_memory(), score.pin_memory()
     for p, pathway in enumerate(wire["pathways"]):
         batch[f"{pathway}_kp"], batch[f"{pathway}_score"] = kp[p], score[p]
+        if "maps" in wire:
+            batch[f"{pathway}_map"] = torch.from_numpy(wire["maps"][p])
+    if "maps" in wire:
+        batch["persons"] = torch.from_numpy(wire["persons"])
     batch["size"] = wire["size"]
     if wire["views"] is not None:
         batch["flip_double"] = wire["views"][1]

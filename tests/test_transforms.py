@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from intint import skeleton
 from intint.sampling import uniform_indices
@@ -285,22 +286,35 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str
     maker = ClipMaker(("integrity", "intensity"), 48, definition, jitter, pipeline, 2, 7)
     keys = [v.key if i % 3 else f"{v.key}#topup1" for i, v in enumerate(videos)]
     batch = maker.train_batch(videos, 5, keys)
+    mapped = {pathway: clips.mapped() for pathway, clips in batch.items()}
     for i, (video, key) in enumerate(zip(videos, keys, strict=True)):
         single = maker.train(video, 5, key)
         for pathway in ("integrity", "intensity"):
             clip, got = single[pathway], batch[pathway]
+            kp, score = (t.numpy() for t in mapped[pathway])
             m = clip.keypoint.shape[0]
             assert got.persons[i] == m and got.size == clip.size == (56, 56)
-            np.testing.assert_array_equal(got.keypoint[i, :m], clip.keypoint)
-            np.testing.assert_array_equal(got.score[i, :m], clip.score)
-            assert not got.keypoint[i, m:].any() and not got.score[i, m:].any()
+            np.testing.assert_array_equal(kp[i, :m], clip.keypoint)
+            np.testing.assert_array_equal(score[i, :m], clip.score)
+            assert not kp[i, m:].any() and not score[i, m:].any()
+            assert not got.keypoint[i, m:].any()  # as shipped to the device: padded slots absent too
     assert batch["integrity"].keypoint.shape == (25, 2, 48, 17, 2)
+    assert batch["integrity"].keypoint.dtype == np.float16  # shipped as stored; mapped on the device
+    assert mapped["integrity"][0].dtype == torch.float32
 
 
 def test_batched_train_pipeline_checks_its_arguments() -> None:
+    from intint.transforms import apply_maps
+
     pipe = train_pipeline(PipelineConfig())
-    rows, score = np.zeros((2, 2, 1, 4, 17), np.float32), np.zeros((2, 1, 4, 17), np.float32)
+    rows = np.zeros((2, 2, 1, 4, 17), np.float32)
     with pytest.raises(ValueError, match="disagree"):
-        pipe.batch(rows, score, [1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
+        pipe.maps(rows, [1], [(10, 10), (10, 10)], np.zeros((2, 23)))
     with pytest.raises(ValueError, match="B×2×M×T×V"):
-        pipe.batch(rows[0], score, [1, 1], [(10, 10), (10, 10)], np.zeros((2, 23)), keep=1)
+        pipe.maps(rows[0], [1, 1], [(10, 10), (10, 10)], np.zeros((2, 23)))
+    coef, flipped = pipe.maps(rows, [1, 1], [(10, 10), (10, 10)], np.zeros((2, 23)))
+    kp, score = np.zeros((2, 1, 4, 17, 2), np.float16), np.zeros((2, 1, 4, 17), np.float16)
+    with pytest.raises(ValueError, match="B×K×L×V×2"):
+        apply_maps(kp, score[:, :, :3], coef, flipped, [1, 1], skeleton.FLIP_INDEX)
+    with pytest.raises(ValueError, match="flip_index"):
+        apply_maps(kp[..., :5, :], score[..., :5], coef, flipped, [1, 1], skeleton.FLIP_INDEX)
