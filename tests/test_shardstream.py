@@ -117,3 +117,67 @@ def test_decode_never_unpickles_and_names_key_frame_dir_and_field() -> None:
         decode(raw, "s.tar", num_classes=4, peaks={})
     with pytest.raises(CorruptSample, match="field 'keypoint_score'"):
         decode({**raw, "keypoint_score.npy": _npy(np.ones((1, 5, 17), np.float16))}, "s.tar", 4, None)
+
+
+def _wds_samples(data: bytes) -> list[dict]:
+    members = tariterators.tar_file_iterator(io.BytesIO(data))
+    return list(tariterators.group_by_keys({**m, "__url__": "x.tar"} for m in members))
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_samples_group_as_webdataset(fmt: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our chunked reader groups members into samples exactly as webdataset's tarfile-based pipeline,
+    also when members straddle the reader's chunks (a chunk far smaller than a member here)."""
+    from intint import shardstream
+
+    rng = np.random.default_rng(0)
+    long_dir = "d" * 120 if fmt != tarfile.USTAR_FORMAT else "d" * 60
+    members = [("a/k1.JSON", b"{}"), ("a/k1.keypoint.npy", rng.bytes(3000)), ("a/k1.keypoint_score.npy", b""),
+               ("__index__", b"meta"), ("noext", b"skipped"), (".hidden", b"skipped too"),
+               (f"{long_dir}/k2.json", rng.bytes(513)), (f"{long_dir}/k2.x.y", rng.bytes(1024)),
+               ("k3.json", rng.bytes(70_000)), ("k4.json", b"last")]
+    data = _tar(members, fmt, extra_dir=True)
+    want = _wds_samples(data)
+    for chunk in (1 << 20, 700, 512):
+        monkeypatch.setattr(shardstream, "_CHUNK", chunk)
+        got = [{k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in s.items()}
+               for s in shardstream.tar_samples(io.BytesIO(data), "x.tar")]
+        assert got == want
+    assert [s["__key__"] for s in want] == ["a/k1", f"{long_dir}/k2", "k3", "k4"]
+    assert set(want[0]) >= {"json", "keypoint.npy", "keypoint_score.npy"}
+
+
+def test_tar_samples_refuse_a_repeated_member() -> None:
+    from intint.shardstream import tar_samples
+
+    data = _tar([("k1.json", b"a"), ("k1.json", b"b")])
+    with pytest.raises(ValueError, match="duplicate"):
+        list(tar_samples(io.BytesIO(data), "x.tar"))
+
+
+def test_tar_reader_errors_survive_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad checksum, a garbage size field and a short member are errors whatever the chunking; the
+    members before the damage are delivered."""
+    from intint import shardstream
+
+    data = bytearray(_tar([("k1.json", b"a" * 600), ("k2.json", b"b" * 10), ("k3.json", b"c" * 5)]))
+    for chunk in (1 << 20, 512, 1000):
+        monkeypatch.setattr(shardstream, "_CHUNK", chunk)
+        bad = bytearray(data)
+        bad[1536 + 10] ^= 0xFF  # the second header
+        got = []
+        with pytest.raises(tarfile.ReadError, match="checksum"):
+            got.extend(name for name, _ in shardstream._members(io.BytesIO(bytes(bad)), "x.tar"))
+        assert got == ["k1.json"]
+        size_bad = bytearray(data)
+        size_bad[1536 + 124:1536 + 136] = b"zzzzzzzzzzz\0"  # garbage size, checksum fixed to match
+        size_bad[1536 + 148:1536 + 156] = b" " * 8
+        size_bad[1536 + 148:1536 + 155] = f"{sum(size_bad[1536:2048]):06o}\0".encode()
+        with pytest.raises(tarfile.ReadError, match="size field"):
+            list(shardstream._members(io.BytesIO(bytes(size_bad)), "x.tar"))
+        with pytest.raises(tarfile.ReadError, match="end of data"):
+            list(shardstream._members(io.BytesIO(bytes(data[:700])), "x.tar"))
+        with pytest.raises(tarfile.ReadError, match="truncated header"):
+            list(shardstream._members(io.BytesIO(bytes(data[:1536 + 100])), "x.tar"))
+        ends = [name for name, _ in shardstream._members(io.BytesIO(bytes(data[:2048 + 512])), "x.tar")]
+        assert ends == ["k1.json", "k2.json"]  # a stream may end at a member boundary without the marker
