@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from intint.heatmaps import clear_written
+from intint.heatmaps import Written, clear_written
 
 FREE = -1
 
@@ -45,7 +45,7 @@ class RingBuffer:
     """
 
     tensor: torch.Tensor
-    written: list[torch.Tensor] = field(default_factory=list)
+    written: list[Written] = field(default_factory=list)
 
 
 def new_shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
