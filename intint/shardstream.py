@@ -190,11 +190,12 @@ def _pax_path(data: bytes | memoryview) -> str | None:
     return None
 
 
-def _check_headers(data: bytes, offsets: list[int], url: str) -> int:
-    """How many of the headers at ``offsets`` carry a valid checksum, counted from the first; all of a
-    chunk's headers at once (one weighted sum), instead of summing 512 bytes in Python per member."""
-    blocks = np.frombuffer(data, dtype=np.uint8)[np.add.outer(np.array(offsets), np.arange(_BLOCK))]
-    sums = blocks @ _CHECKSUM_WEIGHTS + 8 * 32
+def _check_headers(data: bytes, offsets: list[int]) -> int:
+    """How many of the headers at ``offsets`` (multiples of 512: the buffer starts at a member) carry a
+    valid checksum, counted from the first; all of a chunk's headers at once (one weighted sum),
+    instead of summing 512 bytes in Python per member."""
+    blocks = np.frombuffer(data, dtype=np.uint8, count=len(data) // _BLOCK * _BLOCK).reshape(-1, _BLOCK)
+    sums = blocks[np.array(offsets) // _BLOCK] @ _CHECKSUM_WEIGHTS + 8 * 32
     for i, (offset, expected) in enumerate(zip(offsets, sums.tolist(), strict=True)):
         try:
             stored = _number(data[offset + 148:offset + 156])
@@ -235,12 +236,12 @@ def _members(stream: BinaryIO, url: str) -> Iterator[tuple[str, memoryview]]:
                 break
             padded = _BLOCK + -(-size // _BLOCK) * _BLOCK
             if len(data) - pos < (padded if not done else _BLOCK + size):
-                if _check_headers(data, [pos], url) == 0:  # do not wait for the data of a broken header
+                if size > _CHUNK and _check_headers(data, [pos]) == 0:  # do not wait for a bogus size
                     heads.append((pos, 0))
                 break
             heads.append((pos, size))
             pos += padded
-        good = _check_headers(data, [h for h, _ in heads], url) if heads else 0
+        good = _check_headers(data, [h for h, _ in heads]) if heads else 0
         view = memoryview(data)
         for offset, size in heads[:good if broken is None else min(good, len(heads) - 1)]:
             kind = data[offset + 156:offset + 157]
