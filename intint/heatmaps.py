@@ -158,11 +158,13 @@ class _Canvas:
                        written)
 
 
-def _scatter_max(canvas: _Canvas, index: torch.Tensor, values: torch.Tensor) -> None:
+def _scatter_max(canvas: _Canvas, index: torch.Tensor, values: torch.Tensor, *, plain: bool = False) -> None:
     """Max float32 values >= 0 (broadcast to the index's shape V×...) into the canvas at ``index``.
 
     Values are rounded to the output dtype first (rounding is monotonic, so the max of rounded values
     is the rounded max). With ``canvas.written`` the storage offsets drawn are recorded there.
+    ``plain``: the caller guarantees that entries sharing an index carry equal values, so plain stores
+    (``scatter_``, ~1.5x faster than the ``amax`` reduction here) give the same canvas.
     """
     if canvas.written is not None:  # the index as is, with its base: no copy of ~650 KB per sample
         canvas.written.append((canvas.offset, index.reshape(-1)))
@@ -171,7 +173,10 @@ def _scatter_max(canvas: _Canvas, index: torch.Tensor, values: torch.Tensor) -> 
         src = src.view(canvas.bits)
     if src.numel() != index.numel():
         src = src.expand(index.shape)
-    canvas.flat.scatter_reduce_(0, index.reshape(-1), src.reshape(-1), reduce="amax", include_self=True)
+    if plain:
+        canvas.flat.scatter_(0, index.reshape(-1), src.reshape(-1))
+    else:
+        canvas.flat.scatter_reduce_(0, index.reshape(-1), src.reshape(-1), reduce="amax", include_self=True)
 
 
 # ------------------------------------------------------------------------------------------ drawing
@@ -242,7 +247,11 @@ def _joint_maps(
     pix, values = _joint_patches(kp, score, height, width, sigma)
     offset = pix * layout.xy_strides  # V×2×P×N: column and row offsets in each view
     index = (layout.joint_base + offset[:, 1, :, None]) + offset[:, 0, None]  # V×P(y)×P(x)×N
-    _scatter_max(canvas, index, values)
+    # One person: every map (clip, frame, joint) holds one patch, whose only repeated pixels are the
+    # frame-edge clamps, which carry equal values: plain stores give the max. With more persons patches
+    # can meet; checking the pairs first, or storing plainly and redoing the max where they meet, both
+    # measured slower than the max everywhere.
+    _scatter_max(canvas, index, values, plain=kp.shape[1] == 1)
 
 
 def _window(lo: torch.Tensor, hi: torch.Tensor, radius: float, size: int) -> tuple[torch.Tensor, ...]:

@@ -314,3 +314,21 @@ def test_bad_out_and_dtype_are_named() -> None:
         render(kp, score, 8, 8, out=torch.empty(1, 1, 8, 8).expand(17, 1, 8, 8))
     with pytest.raises(ValueError, match="dtype"):
         render(kp, score, 8, 8, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("options", [{}, {"flip_double": True}])
+def test_single_person_plain_stores_equal_the_max(options: dict) -> None:
+    """One person per clip takes plain stores instead of the max reduction; joints at, on and beyond
+    the frame edges (where patch pixels clamp onto the same pixel) and non-finite ones must come out
+    exactly as through the general path, here forced by an absent second person."""
+    rng = np.random.default_rng(7)
+    kp = rng.uniform(-3, 27, size=(4, 1, 6, 17, 2)).astype(np.float32)
+    kp[0, 0, 0, :4] = [[0, 0], [23, 23], [23.9, 0.2], [-0.4, 24.5]]  # corners and edges of 24×24
+    kp[1, 0, 2, 5] = np.nan
+    score = rng.uniform(0, 1, size=(4, 1, 6, 17)).astype(np.float32)
+    score[0, 0, 0, :4] = 1.0
+    single = render_batch(kp, score, 24, 24, **options)
+    padded_kp = np.concatenate([kp, np.zeros_like(kp)], axis=1)
+    padded_score = np.concatenate([score, np.zeros_like(score)], axis=1)
+    assert torch.equal(single, render_batch(padded_kp, padded_score, 24, 24, **options))
+    assert single[0, :4, 0].amax() > 0.9  # the edge joints drew
