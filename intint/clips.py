@@ -14,7 +14,7 @@ dropped slots are lost, which only matters for videos with more people than ``ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -55,12 +55,18 @@ class ClipBatch:
     coef: np.ndarray
     flipped: np.ndarray
     flip_index: tuple[int, ...]
+    rows: np.ndarray  # the worker's planar float32 copy of all M person slots (B×2×M×L×V), for ``mapped``
+    _mapped: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False)
 
-    def mapped(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def mapped(self) -> tuple[np.ndarray, np.ndarray]:
         """Float32 coordinates B×K×L×V×2 in the ``size`` frame and the score, flipped clips' joints
-        swapped: clip i equals ``ClipMaker.train``'s clip for its own person slots."""
-        return transforms.apply_maps(self.keypoint, self.score, self.coef, self.flipped, self.persons,
-                                     self.flip_index)
+        swapped: clip i equals ``ClipMaker.train``'s clip for its own person slots. Computed once (it
+        maps ``rows`` in place), then cached."""
+        if self._mapped is None:
+            keep = self.keypoint.shape[1]
+            self._mapped = transforms.apply_maps_planar(self.rows, self.score, self.coef, self.flipped,
+                                                        self.persons, keep, self.flip_index)
+        return self._mapped
 
 
 class ClipMaker:
@@ -179,7 +185,7 @@ class ClipMaker:
             # change, so they stay in their stored dtype
             score = flat_score.take(rows_of[:, :keep], axis=0)
             out[pathway] = ClipBatch(kp[:, :keep], score, self.train_pipe.cfg.train_hw, kept, coef, flipped,
-                                     tuple(self.train_pipe.cfg.flip_index))
+                                     tuple(self.train_pipe.cfg.flip_index), rows)
         return out
 
     def test(self, video: Video, num_clips: int) -> dict[str, Clip]:

@@ -119,8 +119,8 @@ class BatchBuilder:
             # whole batch in one call is slower: its working set leaves the caches), real persons only.
             h, w = first.size
             mapped = [batch[p].mapped() for p in self.pathways]
-            kp = torch.stack([k for k, _ in mapped])  # P×B×K×L×V×2
-            score = torch.stack([s for _, s in mapped])
+            kp = np.stack([k for k, _ in mapped])  # P×B×K×L×V×2
+            score = np.stack([s for _, s in mapped])
             for i, m in enumerate(first.persons):
                 heatmaps.render_batch(kp[:, i, :m], score[:, i, :m], h, w, sigma=self.cfg.sigma,
                                       out=self.heatmaps[:, i], clear=self.written is None,

@@ -7,7 +7,7 @@ into throw-away modules, so no working-tree file changes), plus the samplers and
 their own. Figures are µs per call, best of ``--repeats`` rounds (the least disturbed by other load).
 
     PYTHONPATH=. python jobs/bench_transforms.py [--baseline-rev 016514e] [--samples 2000]
-                                                 [--batch-baseline-rev c16c325]
+                                                 [--batch-baseline-rev a8a67e2]
 
 The last line times ``ClipMaker.train_batch`` (the loader's batch-at-a-time path) of
 ``--batch-baseline-rev`` against the working tree's, in alternating rounds.
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=2, help="person slots stored per video")
     ap.add_argument("--max-persons", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch-baseline-rev", default="c16c325",
+    ap.add_argument("--batch-baseline-rev", default="a8a67e2",
                     help="git revision of intint/clips.py whose train_batch the current one is timed against")
     args = ap.parse_args()
 
@@ -102,6 +102,9 @@ def main() -> None:
         old_t = load_revision("transforms", args.baseline_rev, Path(tmp))
         old_s = load_revision("sampling", args.baseline_rev, Path(tmp))
         old_c = load_revision("clips", args.batch_baseline_rev, Path(tmp))
+        # the baseline clips with the transforms (and sampling) of its own revision
+        old_c.transforms = load_revision("transforms", args.batch_baseline_rev, Path(tmp))
+        old_c.sampling = load_revision("sampling", args.batch_baseline_rev, Path(tmp))
     videos = make_videos(args.samples, args.persons, 0)
     n = len(videos)
     maker = ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
@@ -152,15 +155,27 @@ def main() -> None:
     # train_batch of an earlier revision against the current one, alternating rounds in one process
     old_maker = old_c.ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
                                 args.max_persons, 0)
-    rounds: dict[str, list[float]] = {"old": [], "new": []}
+    old_maker.train_pipe = old_c.transforms.train_pipeline(old_c.transforms.PipelineConfig())
+
+    def mapped(batch: dict) -> None:
+        for clips in batch.values():
+            if hasattr(clips, "mapped"):  # since "clips cross as stored": the maps are applied apart
+                clips.mapped()
+
+    variants = {"old": lambda: [old_maker.train_batch(c, 2, [v.key for v in c]) for c in chunks],
+                "new": lambda: [maker.train_batch(c, 2, [v.key for v in c]) for c in chunks],
+                "new+mapped": lambda: [mapped(maker.train_batch(c, 2, [v.key for v in c])) for c in chunks]}
+    rounds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
-        for name, m in (("old", old_maker), ("new", maker)):
-            rounds[name].append(best_us(lambda m=m: [m.train_batch(c, 2, [v.key for v in c]) for c in chunks],
-                                        n, 1))
-    print(f"train_batch at {args.batch_baseline_rev} vs working tree, {args.repeats} alternating rounds: "
-          f"{min(rounds['old']):.1f} → {min(rounds['new']):.1f} µs per sample (best round), "
-          f"{sorted(rounds['old'])[args.repeats // 2]:.1f} → {sorted(rounds['new'])[args.repeats // 2]:.1f} "
-          "(median)")
+        for name, run in variants.items():
+            rounds[name].append(best_us(run, n, 1))
+    best = {name: min(r) for name, r in rounds.items()}
+    median = {name: sorted(r)[args.repeats // 2] for name, r in rounds.items()}
+    print(f"train_batch at {args.batch_baseline_rev} vs working tree, {args.repeats} alternating rounds, "
+          f"µs per sample best (median): {best['old']:.1f} ({median['old']:.1f}) → {best['new']:.1f} "
+          f"({median['new']:.1f}) as a device-mode worker runs it (maps left to the device), "
+          f"{best['new+mapped']:.1f} ({median['new+mapped']:.1f}) with the maps applied as a "
+          "workers-mode worker does")
 
 
 if __name__ == "__main__":

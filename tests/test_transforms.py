@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from intint import skeleton
 from intint.sampling import uniform_indices
@@ -276,6 +275,7 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str
     """The loader's batched hot path (ClipMaker.train_batch) must give every clip exactly what the
     per-clip path gives: same draws, same box, same flip, persons truncated after framing, padding 0."""
     from intint.clips import ClipMaker
+    from intint.transforms import apply_maps
 
     rng = np.random.default_rng(3)
     videos = [_video(rng, f"v{i}", persons=int(rng.integers(1, 4)), frames=int(rng.integers(20, 150)),
@@ -287,11 +287,17 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str
     keys = [v.key if i % 3 else f"{v.key}#topup1" for i, v in enumerate(videos)]
     batch = maker.train_batch(videos, 5, keys)
     mapped = {pathway: clips.mapped() for pathway, clips in batch.items()}
+    for pathway, clips in batch.items():  # the device's torch path gives the workers' bits
+        on_device = apply_maps(clips.keypoint, clips.score, clips.coef, clips.flipped, clips.persons,
+                               clips.flip_index)
+        assert clips.mapped() is mapped[pathway]  # cached: mapping consumed the planar copy
+        np.testing.assert_array_equal(on_device[0].numpy(), mapped[pathway][0])
+        np.testing.assert_array_equal(on_device[1].numpy(), mapped[pathway][1])
     for i, (video, key) in enumerate(zip(videos, keys, strict=True)):
         single = maker.train(video, 5, key)
         for pathway in ("integrity", "intensity"):
             clip, got = single[pathway], batch[pathway]
-            kp, score = (t.numpy() for t in mapped[pathway])
+            kp, score = mapped[pathway]
             m = clip.keypoint.shape[0]
             assert got.persons[i] == m and got.size == clip.size == (56, 56)
             np.testing.assert_array_equal(kp[i, :m], clip.keypoint)
@@ -300,7 +306,7 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str
             assert not got.keypoint[i, m:].any()  # as shipped to the device: padded slots absent too
     assert batch["integrity"].keypoint.shape == (25, 2, 48, 17, 2)
     assert batch["integrity"].keypoint.dtype == np.float16  # shipped as stored; mapped on the device
-    assert mapped["integrity"][0].dtype == torch.float32
+    assert mapped["integrity"][0].dtype == np.float32
 
 
 def test_batched_train_pipeline_checks_its_arguments() -> None:
