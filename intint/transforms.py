@@ -419,7 +419,8 @@ class FusedTrainPipeline:
     them. Box and crop arithmetic is scalar Python on the reference's integer sizes, the randomness is
     one ``rng.random(2 * 10 + 3)`` draw (crop candidates, offsets, flip) — the same numbers, in the same
     order, as the staged ``staged_train_pipeline`` consumes — and the coordinates are touched by a
-    handful of array operations for a whole batch of clips (``batch``, the loader's hot path; a single
+    handful of array operations for a whole batch of clips (``maps`` computes every clip's map,
+    ``apply_maps_planar`` / ``apply_maps`` apply them in a worker / on the training device; a single
     clip is a batch of one).
 
     Coordinates agree with the staged chain to float32 rounding (≈1e-5 px): a product of factors
