@@ -48,28 +48,39 @@ def _check_shape(img_shape: Sequence[int]) -> Shape:
     return h, w
 
 
-def _nonzero_bounds(flat: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float, float, float] | None]]:
-    """For clips as B×2×N coordinate planes (the x row, the y row): the zero mask and, per clip, the
-    bounds (lo_x, lo_y, hi_x, hi_y) of the non-zero values, None when an axis has none.
+def _nonzero_bounds(flat: np.ndarray) -> list[tuple[float, float, float, float] | None]:
+    """For clips as B×2×N coordinate planes (the x row, the y row): per clip the bounds
+    (lo_x, lo_y, hi_x, hi_y) of the non-zero values, None when an axis has none.
 
     NaN/±inf are set to 0 in ``flat`` (absent, as ``np.nan_to_num`` would make them); they show up as
     non-finite plain bounds, so finite data costs no extra pass. Planar rows, not the interleaved
     M×T×V×2 layout: NumPy reduces over an inner axis of length 2 ~20x slower than over a contiguous row.
     """
-    inf = flat.dtype.type(np.inf)  # a fill of the array's own dtype keeps np.where from promoting
     hi = flat.max(axis=2)
-    zero = flat == 0
-    lo = np.where(zero, inf, flat).min(axis=2)
-    if not (np.isfinite(hi).all() and (lo > -inf).all()):
+    if not np.isfinite(hi).all():  # NaN (it propagates through max) or +inf somewhere
         np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         hi = flat.max(axis=2)
+    if flat.dtype == np.float32 and int(flat.view(np.uint32).max()) < 0x80000000:
+        # No sign bit anywhere, so every value is >= +0.0, and such float32 order like their bits read
+        # as uint32, with 0.0 at 0: after subtracting 1 the zeros wrap to the largest value and the
+        # minimum is the smallest non-zero value's bits minus 1 (2^32 - 1 when an axis is all zero).
+        # ~3.5x cheaper than the masked minimum below, which pays a full select pass.
+        least = (flat.view(np.uint32) - np.uint32(1)).min(axis=2)
+        lo = np.where(least == np.uint32(0xFFFFFFFF), np.float32(np.inf),
+                      (least + np.uint32(1)).view(np.float32))
+    else:  # negative values (or -0.0, -inf): masked reductions
+        inf = flat.dtype.type(np.inf)  # a fill of the array's own dtype keeps np.where from promoting
         zero = flat == 0
         lo = np.where(zero, inf, flat).min(axis=2)
-    if (hi <= 0).any():  # the plain max may be a zero (absent) entry: take the masked one
-        hi = np.where(zero, -inf, flat).max(axis=2)
-    bounds = [None if lx == math.inf or ly == math.inf else (lx, ly, hx, hy)
-              for (lx, ly), (hx, hy) in zip(lo.tolist(), hi.tolist(), strict=True)]
-    return zero, bounds
+        if not (lo > -inf).all():
+            np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            hi = flat.max(axis=2)
+            zero = flat == 0
+            lo = np.where(zero, inf, flat).min(axis=2)
+        if (hi <= 0).any():  # the plain max may be a zero (absent) entry: take the masked one
+            hi = np.where(zero, -inf, flat).max(axis=2)
+    return [None if lx == math.inf or ly == math.inf else (lx, ly, hx, hy)
+            for (lx, ly), (hx, hy) in zip(lo.tolist(), hi.tolist(), strict=True)]
 
 
 def _compact_box(
@@ -122,7 +133,7 @@ def pose_compact(
     _check_clip(keypoint)
     h, w = _check_shape(img_shape)
     kp = np.nan_to_num(np.array(keypoint, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
-    _, bounds = _nonzero_bounds(np.array(kp.transpose(3, 0, 1, 2), order="C").reshape(1, 2, -1))
+    bounds = _nonzero_bounds(np.array(kp.transpose(3, 0, 1, 2), order="C").reshape(1, 2, -1))
     box = _compact_box(bounds[0], h, w, padding, threshold, hw_ratio, allow_imgpad)
     if box is None:
         return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
@@ -483,7 +494,7 @@ class FusedTrainPipeline:
         if len(persons) != b or len(img_shapes) != b or len(uniforms) != b:
             raise ValueError(f"maps: {b} clips, {len(persons)} person counts, {len(img_shapes)} image shapes "
                              f"and {len(uniforms)} rows of uniforms disagree")
-        _, bounds = _nonzero_bounds(rows.reshape(b, 2, -1))
+        bounds = _nonzero_bounds(rows.reshape(b, 2, -1))
         maps = [self._affine(bounds[i], img_shapes[i], uniforms[i].tolist()) for i in range(b)]
         coef = np.array([c for c, _ in maps], dtype=np.float32).reshape(b, 3, 2)
         return coef, np.array([flip for _, flip in maps], dtype=bool).reshape(b)

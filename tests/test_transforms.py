@@ -324,3 +324,32 @@ def test_batched_train_pipeline_checks_its_arguments() -> None:
         apply_maps(kp, score[:, :, :3], coef, flipped, [1, 1], skeleton.FLIP_INDEX)
     with pytest.raises(ValueError, match="flip_index"):
         apply_maps(kp[..., :5, :], score[..., :5], coef, flipped, [1, 1], skeleton.FLIP_INDEX)
+
+
+def test_nonzero_bounds_of_every_kind_of_clip() -> None:
+    """The per-clip bounds of non-zero coordinates (PoseCompact's box) from the bit-pattern fast path
+    (all values >= 0) and the masked path (negatives, -0.0, non-finite) equal a plain masked reference."""
+    from intint.transforms import _nonzero_bounds
+
+    rng = np.random.default_rng(5)
+    flat = (rng.random((9, 2, 60)) * 500).astype(np.float32)
+    flat[rng.random(flat.shape) < 0.3] = 0
+    flat[1, 0] = 0  # no non-zero x
+    flat[2] = 0  # nothing at all
+    flat[3, 1, :3] = [1e-40, 3.4e38, 7.0]  # a denormal and the largest float32
+    cases = {"non-negative": flat}
+    negative = flat.copy()
+    negative[4, 0, 5] = -12.5
+    negative[5, 1, 7] = -0.0
+    cases["negative"] = negative
+    odd = flat.copy()
+    odd[6, 0, 9], odd[7, 1, 3], odd[8, 0, 1] = np.nan, np.inf, -np.inf
+    cases["non-finite"] = odd
+    for name, data in cases.items():
+        clean = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+        want = []
+        for clip in clean:
+            xs, ys = clip[0][clip[0] != 0], clip[1][clip[1] != 0]
+            want.append(None if not (xs.size and ys.size) else
+                        (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())))
+        assert _nonzero_bounds(data.copy()) == want, name
