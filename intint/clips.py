@@ -55,7 +55,7 @@ class ClipBatch:
     coef: np.ndarray
     flipped: np.ndarray
     flip_index: tuple[int, ...]
-    rows: np.ndarray  # the worker's planar float32 copy of all M person slots (B×2×M×L×V), for ``mapped``
+    rows: np.ndarray | None  # a planar float32 copy of the clips (B×2×M×L×V, M >= K) if one was made
     _mapped: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def mapped(self) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +64,8 @@ class ClipBatch:
         maps ``rows`` in place), then cached."""
         if self._mapped is None:
             keep = self.keypoint.shape[1]
-            self._mapped = transforms.apply_maps_planar(self.rows, self.score, self.coef, self.flipped,
+            rows = _planar(self.keypoint) if self.rows is None else self.rows
+            self._mapped = transforms.apply_maps_planar(rows, self.score, self.coef, self.flipped,
                                                         self.persons, keep, self.flip_index)
         return self._mapped
 
@@ -176,11 +177,13 @@ class ClipMaker:
                 rng.random(out=uniforms[i, length:])
             rows_of = np.where(present, first_rows + frames_of[:, None, :], starts[-1])  # B×M×L
             kp = flat_kp.take(rows_of, axis=0)  # B×M×L×V×2, stored dtype
-            rows = np.empty((b, 2, most, length, joints), dtype=np.float32)  # x, y planes (see maps)
-            # cast and de-interleave in one torch copy: NumPy casts float16 element by element (~3 ns
-            # each here), torch with F16C
-            torch.from_numpy(rows).view(b, 2, -1).copy_(torch.from_numpy(kp).view(b, -1, 2).transpose(1, 2))
-            coef, flipped = self.train_pipe.maps(rows, persons, shapes, uniforms[:, length:])
+            bounds = transforms.float16_bounds(kp)  # straight from float16 clips as stored, when it can
+            if bounds is None:
+                rows = _planar(kp)
+                coef, flipped = self.train_pipe.maps(rows, persons, shapes, uniforms[:, length:])
+            else:
+                rows = None
+                coef, flipped = self.train_pipe.maps_from_bounds(bounds, shapes, uniforms[:, length:])
             # the first max_persons slots (the map was framed on all of them); scores only move, never
             # change, so they stay in their stored dtype
             score = flat_score.take(rows_of[:, :keep], axis=0)
@@ -204,6 +207,17 @@ class ClipMaker:
             score = score[:m].reshape(m, num_clips, self.clip_len, score.shape[2]).swapaxes(0, 1)
             out[pathway] = Clip(np.ascontiguousarray(kp), np.ascontiguousarray(score), size)
         return out
+
+
+def _planar(keypoint: np.ndarray) -> np.ndarray:
+    """Clips B×M×L×V×2 (any float dtype) → a new float32 B×2×M×L×V (x plane, y plane): what the bounds
+    reductions and ``apply_maps_planar`` want. Cast and de-interleave in one torch copy: NumPy casts
+    float16 element by element (~3 ns each here), torch with F16C."""
+    b, m, length, joints, _ = keypoint.shape
+    rows = np.empty((b, 2, m, length, joints), dtype=np.float32)
+    source = torch.from_numpy(np.ascontiguousarray(keypoint)).view(b, -1, 2).transpose(1, 2)
+    torch.from_numpy(rows).view(b, 2, -1).copy_(source)
+    return rows
 
 
 def _peak(video: Video) -> int:

@@ -83,6 +83,30 @@ def _nonzero_bounds(flat: np.ndarray) -> list[tuple[float, float, float, float] 
             for (lx, ly), (hx, hy) in zip(lo.tolist(), hi.tolist(), strict=True)]
 
 
+def float16_bounds(keypoint: np.ndarray) -> list[tuple[float, float, float, float] | None] | None:
+    """``_nonzero_bounds`` for float16 clips B×…×2 as stored (interleaved x, y), without a float32 copy;
+    None when a value is negative or not finite (then make the planar copy and use ``_nonzero_bounds``).
+
+    Each (x, y) pair read as one little-endian uint32 holds x in its low and y in its high 16 bits, and
+    float16 values >= 0 order like their bits: the bounds are integer reductions over contiguous rows
+    (``_nonzero_bounds``' bit trick), so a device-mode worker never converts the clip it ships.
+    """
+    b = keypoint.shape[0]
+    if keypoint.dtype != np.float16 or keypoint.shape[-1] != 2 or not keypoint.flags.c_contiguous:
+        return None
+    pairs = keypoint.view(np.uint32).reshape(b, -1)
+    halves = (pairs & np.uint32(0xFFFF), pairs >> np.uint32(16))  # x bits, y bits
+    hi = [h.max(axis=1) for h in halves]
+    if max(int(h.max()) for h in hi) >= 0x7C00:  # a sign bit (>= 0x8000), or inf/NaN (0x7C00-0x7FFF)
+        return None
+    lo = [(h - np.uint32(1)).min(axis=1) for h in halves]  # zeros wrap to 2^32 - 1
+    empty = (lo[0] == np.uint32(0xFFFFFFFF)) | (lo[1] == np.uint32(0xFFFFFFFF))
+    values = np.stack([lo[0] + np.uint32(1), lo[1] + np.uint32(1), hi[0], hi[1]], axis=1)
+    values = values.astype(np.uint16).view(np.float16).astype(np.float64)
+    return [None if gone else (lx, ly, hx, hy)
+            for gone, (lx, ly, hx, hy) in zip(empty.tolist(), values.tolist(), strict=True)]
+
+
 def _compact_box(
     bounds: tuple[float, float, float, float] | None,
     h: int,
@@ -494,7 +518,17 @@ class FusedTrainPipeline:
         if len(persons) != b or len(img_shapes) != b or len(uniforms) != b:
             raise ValueError(f"maps: {b} clips, {len(persons)} person counts, {len(img_shapes)} image shapes "
                              f"and {len(uniforms)} rows of uniforms disagree")
-        bounds = _nonzero_bounds(rows.reshape(b, 2, -1))
+        return self.maps_from_bounds(_nonzero_bounds(rows.reshape(b, 2, -1)), img_shapes, uniforms)
+
+    def maps_from_bounds(
+        self,
+        bounds: Sequence[tuple[float, float, float, float] | None],
+        img_shapes: Sequence[Sequence[int]],
+        uniforms: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``maps`` from each clip's non-zero bounds (lo_x, lo_y, hi_x, hi_y), None where an axis has none:
+        for callers that found the bounds another way (``float16_bounds``)."""
+        b = len(bounds)
         maps = [self._affine(bounds[i], img_shapes[i], uniforms[i].tolist()) for i in range(b)]
         coef = np.array([c for c, _ in maps], dtype=np.float32).reshape(b, 3, 2)
         return coef, np.array([flip for _, flip in maps], dtype=bool).reshape(b)

@@ -353,3 +353,23 @@ def test_nonzero_bounds_of_every_kind_of_clip() -> None:
             want.append(None if not (xs.size and ys.size) else
                         (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())))
         assert _nonzero_bounds(data.copy()) == want, name
+
+
+def test_float16_bounds_read_the_stored_clip_or_decline() -> None:
+    """Bounds straight from float16 (x, y) pairs equal the float32 planar path's; a negative or
+    non-finite value makes the fast path decline (None) instead of answering wrongly."""
+    from intint.transforms import _nonzero_bounds, float16_bounds
+
+    rng = np.random.default_rng(9)
+    kp = (rng.random((6, 2, 8, 17, 2)) * 900).astype(np.float16)
+    kp[rng.random(kp.shape) < 0.2] = 0
+    kp[1, ..., 0] = 0  # no x at all
+    kp[2] = 0  # nothing
+    kp[3, 0, 0, 0] = (65504, np.float16(6e-8))  # the largest and a subnormal float16
+    planar = np.ascontiguousarray(kp.astype(np.float32).transpose(0, 4, 1, 2, 3)).reshape(6, 2, -1)
+    assert float16_bounds(kp) == _nonzero_bounds(planar)
+    for bad in (-3.0, np.inf, np.nan):
+        odd = kp.copy()
+        odd[4, 1, 2, 3, 1] = bad
+        assert float16_bounds(odd) is None
+    assert float16_bounds(kp.astype(np.float32)) is None
