@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from intint import heatmaps, sampling, transforms
+from intint import clipmap, heatmaps, sampling, transforms
 from intint.shardstream import Video
 
 PATHWAYS: tuple[str, ...] = ("integrity", "intensity")
@@ -43,7 +43,8 @@ class ClipBatch:
     """One pathway's training clips of a batch *before* their spatial map: keypoint B×K×L×V×2 and score
     B×K×L×V as cut from the videos (stored dtype), clip i's real persons in its first ``persons[i]``
     slots (zeros after them), and each clip's map (``coef`` B×3×2, ``flipped`` B, from
-    ``FusedTrainPipeline.maps``) into a frame of ``size``. ``mapped`` applies it (``transforms.apply_maps``).
+    ``FusedTrainPipeline.maps``) into a frame of ``size``. ``mapped`` applies it
+    (``clipmap.apply_maps_planar``).
 
     Why unapplied: the heatmaps_on="device" wire ships the clips as stored (float16 in PYSKL data: half
     the bytes of float32 coordinates) with the maps, and the training device applies them."""
@@ -65,7 +66,7 @@ class ClipBatch:
         if self._mapped is None:
             keep = self.keypoint.shape[1]
             rows = _planar(self.keypoint) if self.rows is None else self.rows
-            self._mapped = transforms.apply_maps_planar(rows, self.score, self.coef, self.flipped,
+            self._mapped = clipmap.apply_maps_planar(rows, self.score, self.coef, self.flipped,
                                                         self.persons, keep, self.flip_index)
         return self._mapped
 
@@ -177,7 +178,7 @@ class ClipMaker:
                 rng.random(out=uniforms[i, length:])
             rows_of = np.where(present, first_rows + frames_of[:, None, :], starts[-1])  # B×M×L
             kp = flat_kp.take(rows_of, axis=0)  # B×M×L×V×2, stored dtype
-            bounds = transforms.float16_bounds(kp)  # straight from float16 clips as stored, when it can
+            bounds = clipmap.float16_bounds(kp)  # straight from float16 clips as stored, when it can
             if bounds is None:
                 rows = _planar(kp)
                 coef, flipped = self.train_pipe.maps(rows, persons, shapes, uniforms[:, length:])

@@ -16,7 +16,7 @@ What crosses the process boundary, and why:
 * ``heatmaps_on="device"``: training clips B×M×T×V×2 / B×M×T×V *as cut from the videos*, in the
   dtype the shards store (float16 in PYSKL data), with each clip's spatial map (compact, resize, crop,
   flip as ``x' = a·x + b`` per axis, computed in the worker from every person's bounds) that
-  ``to_device`` applies on the device in float32 (``transforms.apply_maps``): ~5 KB per clip against
+  ``to_device`` applies on the device in float32 (``clipmap.apply_maps``): ~5 KB per clip against
   5 MB of float16 heatmaps, and no rounding — mapped coordinates would have to travel as float32
   (float16 moves a Gaussian of σ = 0.6 px by up to 1/32 px, several percent of its value). Persons are
   padded with absent slots (zeros, score 0, which draw nothing) to ``max_persons``. Evaluation clips
@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from intint import heatmaps, intensity, loaderplan, reweight, shardio
 from intint.bufferpool import Ledger, RingBuffer, WorkerBuffers
+from intint.clipmap import apply_maps
 from intint.clips import PATHWAYS, ClipMaker, render_views
 from intint.shardstream import (
     CorruptSample,
@@ -62,7 +63,7 @@ from intint.shardstream import (
     shard_refs,
     shuffled,
 )
-from intint.transforms import PipelineConfig, apply_maps
+from intint.transforms import PipelineConfig
 from intint.wire import BatchBuilder, unpack
 
 log = logging.getLogger(__name__)

@@ -166,17 +166,18 @@ def _scatter_max(canvas: _Canvas, index: torch.Tensor, values: torch.Tensor, *, 
     ``plain``: the caller guarantees that entries sharing an index carry equal values, so plain stores
     (``scatter_``, ~1.5x faster than the ``amax`` reduction here) give the same canvas.
     """
+    flat_index = index.reshape(-1)
     if canvas.written is not None:  # the index as is, with its base: no copy of ~650 KB per sample
-        canvas.written.append((canvas.offset, index.reshape(-1)))
+        canvas.written.append((canvas.offset, flat_index))
     src = values if canvas.dtype == torch.float32 else values.to(canvas.dtype)
     if canvas.bits is not None:
         src = src.view(canvas.bits)
     if src.numel() != index.numel():
         src = src.expand(index.shape)
     if plain:
-        canvas.flat.scatter_(0, index.reshape(-1), src.reshape(-1))
+        canvas.flat.scatter_(0, flat_index, src.reshape(-1))
     else:
-        canvas.flat.scatter_reduce_(0, index.reshape(-1), src.reshape(-1), reduce="amax", include_self=True)
+        canvas.flat.scatter_reduce_(0, flat_index, src.reshape(-1), reduce="amax", include_self=True)
 
 
 # ------------------------------------------------------------------------------------------ drawing

@@ -160,7 +160,7 @@ def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None]) -> Iterato
 
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
-_CHUNK = 1 << 18  # bytes read at a time: 64 KB and 1 MB both measured slower here (jobs/bench_loader.py)
+_CHUNK = 1 << 18  # bytes read at a time: 64 KB and 1 MB both measured slower here (jobs/bench_read.py)
 _REGULAR = (b"0", b"\0", b"7")  # regular file (and contiguous file, which readers treat alike)
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: names like __index__ are not samples
 # Header checksum: the sum of all 512 bytes with the checksum field (148:156) counted as spaces.
@@ -273,13 +273,6 @@ def _members(stream: BinaryIO, url: str) -> Iterator[tuple[str, memoryview]]:
         if done and pos < len(data):
             raise tarfile.ReadError(f"{url}: " + ("truncated header" if len(data) - pos < _BLOCK
                                                   else "unexpected end of data"))
-
-
-def tar_members(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
-    """The regular files of a tar as webdataset's member dicts ``{"fname", "data", "__url__"}`` (what
-    ``webdataset.tariterators.tar_file_iterator`` yields; ``data`` as bytes)."""
-    for name, data in _members(stream, url):
-        yield {"fname": name, "data": bytes(data), "__url__": url}
 
 
 def tar_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from intint import skeleton
+from intint.clipmap import Bounds, apply_maps_planar, nonzero_bounds
 
 Shape = tuple[int, int]  # (h, w)
 Box = tuple[int, int, int, int]  # (x1, y1, x2, y2), x2/y2 exclusive
@@ -48,67 +48,8 @@ def _check_shape(img_shape: Sequence[int]) -> Shape:
     return h, w
 
 
-def _nonzero_bounds(flat: np.ndarray) -> list[tuple[float, float, float, float] | None]:
-    """For clips as B×2×N coordinate planes (the x row, the y row): per clip the bounds
-    (lo_x, lo_y, hi_x, hi_y) of the non-zero values, None when an axis has none.
-
-    NaN/±inf are set to 0 in ``flat`` (absent, as ``np.nan_to_num`` would make them); they show up as
-    non-finite plain bounds, so finite data costs no extra pass. Planar rows, not the interleaved
-    M×T×V×2 layout: NumPy reduces over an inner axis of length 2 ~20x slower than over a contiguous row.
-    """
-    hi = flat.max(axis=2)
-    if not np.isfinite(hi).all():  # NaN (it propagates through max) or +inf somewhere
-        np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        hi = flat.max(axis=2)
-    if flat.dtype == np.float32 and int(flat.view(np.uint32).max()) < 0x80000000:
-        # No sign bit anywhere, so every value is >= +0.0, and such float32 order like their bits read
-        # as uint32, with 0.0 at 0: after subtracting 1 the zeros wrap to the largest value and the
-        # minimum is the smallest non-zero value's bits minus 1 (2^32 - 1 when an axis is all zero).
-        # ~3.5x cheaper than the masked minimum below, which pays a full select pass.
-        least = (flat.view(np.uint32) - np.uint32(1)).min(axis=2)
-        lo = np.where(least == np.uint32(0xFFFFFFFF), np.float32(np.inf),
-                      (least + np.uint32(1)).view(np.float32))
-    else:  # negative values (or -0.0, -inf): masked reductions
-        inf = flat.dtype.type(np.inf)  # a fill of the array's own dtype keeps np.where from promoting
-        zero = flat == 0
-        lo = np.where(zero, inf, flat).min(axis=2)
-        if not (lo > -inf).all():
-            np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-            hi = flat.max(axis=2)
-            zero = flat == 0
-            lo = np.where(zero, inf, flat).min(axis=2)
-        if (hi <= 0).any():  # the plain max may be a zero (absent) entry: take the masked one
-            hi = np.where(zero, -inf, flat).max(axis=2)
-    return [None if lx == math.inf or ly == math.inf else (lx, ly, hx, hy)
-            for (lx, ly), (hx, hy) in zip(lo.tolist(), hi.tolist(), strict=True)]
-
-
-def float16_bounds(keypoint: np.ndarray) -> list[tuple[float, float, float, float] | None] | None:
-    """``_nonzero_bounds`` for float16 clips B×…×2 as stored (interleaved x, y), without a float32 copy;
-    None when a value is negative or not finite (then make the planar copy and use ``_nonzero_bounds``).
-
-    Each (x, y) pair read as one little-endian uint32 holds x in its low and y in its high 16 bits, and
-    float16 values >= 0 order like their bits: the bounds are integer reductions over contiguous rows
-    (``_nonzero_bounds``' bit trick), so a device-mode worker never converts the clip it ships.
-    """
-    b = keypoint.shape[0]
-    if keypoint.dtype != np.float16 or keypoint.shape[-1] != 2 or not keypoint.flags.c_contiguous:
-        return None
-    pairs = keypoint.view(np.uint32).reshape(b, -1)
-    halves = (pairs & np.uint32(0xFFFF), pairs >> np.uint32(16))  # x bits, y bits
-    hi = [h.max(axis=1) for h in halves]
-    if max(int(h.max()) for h in hi) >= 0x7C00:  # a sign bit (>= 0x8000), or inf/NaN (0x7C00-0x7FFF)
-        return None
-    lo = [(h - np.uint32(1)).min(axis=1) for h in halves]  # zeros wrap to 2^32 - 1
-    empty = (lo[0] == np.uint32(0xFFFFFFFF)) | (lo[1] == np.uint32(0xFFFFFFFF))
-    values = np.stack([lo[0] + np.uint32(1), lo[1] + np.uint32(1), hi[0], hi[1]], axis=1)
-    values = values.astype(np.uint16).view(np.float16).astype(np.float64)
-    return [None if gone else (lx, ly, hx, hy)
-            for gone, (lx, ly, hx, hy) in zip(empty.tolist(), values.tolist(), strict=True)]
-
-
 def _compact_box(
-    bounds: tuple[float, float, float, float] | None,
+    bounds: Bounds | None,
     h: int,
     w: int,
     padding: float,
@@ -157,7 +98,7 @@ def pose_compact(
     _check_clip(keypoint)
     h, w = _check_shape(img_shape)
     kp = np.nan_to_num(np.array(keypoint, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
-    bounds = _nonzero_bounds(np.array(kp.transpose(3, 0, 1, 2), order="C").reshape(1, 2, -1))
+    bounds = nonzero_bounds(np.array(kp.transpose(3, 0, 1, 2), order="C").reshape(1, 2, -1))
     box = _compact_box(bounds[0], h, w, padding, threshold, hw_ratio, allow_imgpad)
     if box is None:
         return kp, (h, w), (0.0, 0.0, 1.0, 1.0)
@@ -455,7 +396,7 @@ class FusedTrainPipeline:
     one ``rng.random(2 * 10 + 3)`` draw (crop candidates, offsets, flip) — the same numbers, in the same
     order, as the staged ``staged_train_pipeline`` consumes — and the coordinates are touched by a
     handful of array operations for a whole batch of clips (``maps`` computes every clip's map,
-    ``apply_maps_planar`` / ``apply_maps`` apply them in a worker / on the training device; a single
+    ``clipmap.apply_maps_planar`` / ``apply_maps`` apply them in a worker / on the training device; a single
     clip is a batch of one).
 
     Coordinates agree with the staged chain to float32 rounding (≈1e-5 px): a product of factors
@@ -501,7 +442,7 @@ class FusedTrainPipeline:
         uniforms: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every clip's map for a batch of B clips: coefficients B×3×2 float32 (scale, offset of non-zero
-        coordinates, offset of zeros; [x, y] each) and the flip mask B, for ``apply_maps``.
+        coordinates, offset of zeros; [x, y] each) and the flip mask B, for ``clipmap.apply_maps``.
 
         ``rows`` B×2×M×L×V (float32, the x then the y plane of every clip; NaN/inf are zeroed in place)
         hold clip i's ``persons[i]`` person slots first and zeros after them (a padded slot has no
@@ -518,22 +459,22 @@ class FusedTrainPipeline:
         if len(persons) != b or len(img_shapes) != b or len(uniforms) != b:
             raise ValueError(f"maps: {b} clips, {len(persons)} person counts, {len(img_shapes)} image shapes "
                              f"and {len(uniforms)} rows of uniforms disagree")
-        return self.maps_from_bounds(_nonzero_bounds(rows.reshape(b, 2, -1)), img_shapes, uniforms)
+        return self.maps_from_bounds(nonzero_bounds(rows.reshape(b, 2, -1)), img_shapes, uniforms)
 
     def maps_from_bounds(
         self,
-        bounds: Sequence[tuple[float, float, float, float] | None],
+        bounds: Sequence[Bounds | None],
         img_shapes: Sequence[Sequence[int]],
         uniforms: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``maps`` from each clip's non-zero bounds (lo_x, lo_y, hi_x, hi_y), None where an axis has none:
-        for callers that found the bounds another way (``float16_bounds``)."""
+        for callers that found the bounds another way (``clipmap.float16_bounds``)."""
         b = len(bounds)
         maps = [self._affine(bounds[i], img_shapes[i], uniforms[i].tolist()) for i in range(b)]
         coef = np.array([c for c, _ in maps], dtype=np.float32).reshape(b, 3, 2)
         return coef, np.array([flip for _, flip in maps], dtype=bool).reshape(b)
 
-    def _affine(self, bounds: tuple[float, float, float, float] | None, img_shape: Sequence[int],
+    def _affine(self, bounds: Bounds | None, img_shape: Sequence[int],
                 u: list[float]) -> tuple[tuple[list[float], list[float], list[float]], bool]:
         """The clip's map ``x' = a·x + b`` per axis from its non-zero bounds and its uniforms: (scale,
         offset for non-zero coordinates, offset for zeros), each [x, y], and whether it flips. Scalar
@@ -564,96 +505,6 @@ class FusedTrainPipeline:
             scale[0], offset[0] = -scale[0], tw - offset[0]
             offset0[0] = tw - offset0[0] if offset0[0] != 0 else 0.0
         return (scale, offset, offset0), flipped
-
-
-def apply_maps_planar(
-    rows: np.ndarray,
-    score: np.ndarray,
-    coef: np.ndarray,
-    flipped: np.ndarray,
-    persons: Sequence[int],
-    keep: int,
-    flip_index: Sequence[int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """``apply_maps`` in NumPy on the planar copy ``FusedTrainPipeline.maps`` measured: the workers'
-    path (they hold that copy already, and NumPy's in-place passes over contiguous planes cost ~1/4 of
-    torch's broadcasts over the interleaved (x, y) layout on these small arrays); the same float32
-    operations, so the same bits.
-
-    ``rows`` B×2×M×L×V float32 (non-finite values already zeroed by ``maps``; overwritten), ``score``
-    B×M×L×V. Returns new arrays, keypoint B×K×L×V×2 and score B×K×L×V (``score``'s dtype) with
-    K = min(keep, M), person slots from ``persons[i]`` on zero.
-    """
-    b, _, m, t, v = rows.shape
-    if len(flip_index) != v:
-        raise ValueError(f"flip: flip_index has {len(flip_index)} entries for V={v} joints")
-    k = min(keep, m)
-    n = k * t * v
-    flat = rows.reshape(b, 2, -1)[:, :, :n]
-    zero = flat == 0
-    coef = np.asarray(coef, dtype=np.float32).reshape(b, 3, 2, 1)
-    flat *= coef[:, 0]
-    flat += coef[:, 1]
-    np.copyto(flat, np.broadcast_to(coef[:, 2], flat.shape), where=zero)
-    out = np.empty((b, n, 2), dtype=np.float32)
-    out[:, :, 0] = flat[:, 0]
-    out[:, :, 1] = flat[:, 1]
-    out = out.reshape(b, k, t, v, 2)
-    sc = np.array(score[:, :k])  # a copy (its own dtype): the flip below reorders it in place
-    for i, count in enumerate(persons):
-        if count < k:
-            out[i, count:] = 0  # padded slots stay absent (the map moved their zeros)
-    order = np.asarray(flip_index)
-    for i in np.flatnonzero(flipped).tolist():  # ``take`` per clip: ~10x cheaper than fancy indexing
-        out[i] = out[i].take(order, axis=2)
-        sc[i] = sc[i].take(order, axis=2)
-    return out, sc
-
-
-def _tensor(value: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """A tensor view of an array; read-only arrays (decoded straight from shard bytes) are copied first,
-    since torch cannot view them."""
-    if isinstance(value, torch.Tensor):
-        return value
-    return torch.from_numpy(np.require(value, requirements="W"))
-
-
-def apply_maps(
-    keypoint: np.ndarray | torch.Tensor,
-    score: np.ndarray | torch.Tensor,
-    coef: np.ndarray | torch.Tensor,
-    flipped: np.ndarray | torch.Tensor,
-    persons: Sequence[int] | np.ndarray | torch.Tensor,
-    flip_index: Sequence[int],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply ``FusedTrainPipeline.maps`` to clips as cut from the video: keypoint B×K×L×V×2 (any float
-    dtype; NaN/inf are absent joints) and score B×K×L×V → float32 coordinates and the score (its own
-    dtype) with flipped clips' joints swapped and person slots from ``persons[i]`` on zero.
-
-    Torch, on whatever device the keypoints are: ``data.to_device`` runs it on the training device
-    (the workers, which hold a planar copy, use ``apply_maps_planar``). Per element ``a·x + b`` (``b0``
-    where x == 0) in two float32 operations, exactly the rounding of the per-clip path; the inputs are
-    never written.
-    """
-    kp = _tensor(keypoint)
-    device = kp.device
-    sc = _tensor(score).to(device)
-    if kp.ndim != 5 or kp.shape[-1] != 2 or tuple(sc.shape) != tuple(kp.shape[:-1]):
-        raise ValueError(f"apply_maps: expected keypoint B×K×L×V×2 and score B×K×L×V, got "
-                         f"{tuple(kp.shape)} and {tuple(sc.shape)}")
-    b, k, _, v, _ = kp.shape
-    if len(flip_index) != v:
-        raise ValueError(f"flip: flip_index has {len(flip_index)} entries for V={v} joints")
-    coef = torch.as_tensor(coef, device=device, dtype=torch.float32).reshape(b, 3, 1, 1, 1, 2)
-    kp = torch.nan_to_num(kp.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    out = torch.where(kp == 0, coef[:, 2], kp * coef[:, 0] + coef[:, 1])
-    slots = torch.arange(k, device=device) < torch.as_tensor(persons, device=device).reshape(b, 1)
-    out = torch.where(slots[:, :, None, None, None], out, 0.0)  # padded slots stay absent
-    turned = torch.as_tensor(flipped, device=device, dtype=torch.bool).reshape(b, 1)
-    joints = torch.where(turned, torch.as_tensor(flip_index, device=device),
-                         torch.arange(v, device=device))  # B×V: each clip's joint order
-    out = out.gather(3, joints[:, None, None, :, None].expand(out.shape))
-    return out, sc.gather(3, joints[:, None, None, :].expand(sc.shape))
 
 
 def staged_train_pipeline(cfg: PipelineConfig) -> Pipeline:

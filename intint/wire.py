@@ -56,7 +56,7 @@ class BatchBuilder:
         self.kp: np.ndarray | None = None
         self.score: np.ndarray | None = None
         self.hw: tuple[int, int] | None = None
-        self.written: list[torch.Tensor] | None = None  # a zeroed ring buffer's write record, else None
+        self.written: list[heatmaps.Written] | None = None  # a recycled ring buffer's write record
         self.maps: np.ndarray | None = None  # training keypoint batches: each clip's map, P×B×7
         self.persons: np.ndarray | None = None  # and its person count, B
 
@@ -163,7 +163,7 @@ def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
     Zero-copy views; arrays that came by value are pinned here when ``pin_memory`` is set (the
     DataLoader's pin thread pins only tensors, i.e. the heatmaps). Training keypoint batches also carry
     ``"{pathway}_map"`` (B×7) and ``"persons"`` (B): ``data.to_device`` applies the maps
-    (``transforms.apply_maps``) before it renders.
+    (``clipmap.apply_maps``) before it renders.
     """
     pin = pin_memory and torch.cuda.is_available()
     label = torch.from_numpy(wire["label"])

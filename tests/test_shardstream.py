@@ -14,10 +14,10 @@ from intint.shardstream import (
     CorruptSample,
     ShardRef,
     ShardUnavailable,
+    _members,
     _npy_fast,
     decode,
     raw_samples,
-    tar_members,
 )
 
 
@@ -49,7 +49,7 @@ def test_tar_members_match_tarfile(fmt: int) -> None:
     if fmt == tarfile.PAX_FORMAT:
         members.append(("vidéo/k4.json", b"unicode name"))
     data = _tar(members, fmt, extra_dir=True)
-    ours = [(m["fname"], m["data"]) for m in tar_members(io.BytesIO(data), "mem.tar")]
+    ours = [(name, bytes(body)) for name, body in _members(io.BytesIO(data), "mem.tar")]
     reference = [(m["fname"], m["data"]) for m in tariterators.tar_file_iterator(io.BytesIO(data))]
     assert ours == reference
     assert [name for name, _ in ours] == [n for n, _ in members if n != "__index__"]
@@ -60,9 +60,9 @@ def test_tar_members_raise_on_damage_that_tarfile_would_hide() -> None:
     bad = bytearray(data)
     bad[1536 + 10] ^= 0xFF  # a byte of the second header (first header 512 + data 1024)
     with pytest.raises(tarfile.ReadError, match="checksum"):
-        list(tar_members(io.BytesIO(bytes(bad)), "x.tar"))
+        list(_members(io.BytesIO(bytes(bad)), "x.tar"))
     with pytest.raises(tarfile.ReadError, match="end of data"):
-        list(tar_members(io.BytesIO(bytes(data[:700])), "x.tar"))
+        list(_members(io.BytesIO(bytes(data[:700])), "x.tar"))
 
 
 def _video(key: str, frames: int = 6, label: int = 1) -> list[tuple[str, bytes]]:

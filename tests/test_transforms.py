@@ -274,8 +274,8 @@ def _video(rng: np.random.Generator, key: str, persons: int, frames: int, hw: tu
 def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str, jitter: int) -> None:
     """The loader's batched hot path (ClipMaker.train_batch) must give every clip exactly what the
     per-clip path gives: same draws, same box, same flip, persons truncated after framing, padding 0."""
+    from intint.clipmap import apply_maps
     from intint.clips import ClipMaker
-    from intint.transforms import apply_maps
 
     rng = np.random.default_rng(3)
     videos = [_video(rng, f"v{i}", persons=int(rng.integers(1, 4)), frames=int(rng.integers(20, 150)),
@@ -310,7 +310,7 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str
 
 
 def test_batched_train_pipeline_checks_its_arguments() -> None:
-    from intint.transforms import apply_maps
+    from intint.clipmap import apply_maps
 
     pipe = train_pipeline(PipelineConfig())
     rows = np.zeros((2, 2, 1, 4, 17), np.float32)
@@ -329,7 +329,7 @@ def test_batched_train_pipeline_checks_its_arguments() -> None:
 def test_nonzero_bounds_of_every_kind_of_clip() -> None:
     """The per-clip bounds of non-zero coordinates (PoseCompact's box) from the bit-pattern fast path
     (all values >= 0) and the masked path (negatives, -0.0, non-finite) equal a plain masked reference."""
-    from intint.transforms import _nonzero_bounds
+    from intint.clipmap import nonzero_bounds
 
     rng = np.random.default_rng(5)
     flat = (rng.random((9, 2, 60)) * 500).astype(np.float32)
@@ -352,13 +352,13 @@ def test_nonzero_bounds_of_every_kind_of_clip() -> None:
             xs, ys = clip[0][clip[0] != 0], clip[1][clip[1] != 0]
             want.append(None if not (xs.size and ys.size) else
                         (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())))
-        assert _nonzero_bounds(data.copy()) == want, name
+        assert nonzero_bounds(data.copy()) == want, name
 
 
 def test_float16_bounds_read_the_stored_clip_or_decline() -> None:
     """Bounds straight from float16 (x, y) pairs equal the float32 planar path's; a negative or
     non-finite value makes the fast path decline (None) instead of answering wrongly."""
-    from intint.transforms import _nonzero_bounds, float16_bounds
+    from intint.clipmap import float16_bounds, nonzero_bounds
 
     rng = np.random.default_rng(9)
     kp = (rng.random((6, 2, 8, 17, 2)) * 900).astype(np.float16)
@@ -367,7 +367,7 @@ def test_float16_bounds_read_the_stored_clip_or_decline() -> None:
     kp[2] = 0  # nothing
     kp[3, 0, 0, 0] = (65504, np.float16(6e-8))  # the largest and a subnormal float16
     planar = np.ascontiguousarray(kp.astype(np.float32).transpose(0, 4, 1, 2, 3)).reshape(6, 2, -1)
-    assert float16_bounds(kp) == _nonzero_bounds(planar)
+    assert float16_bounds(kp) == nonzero_bounds(planar)
     for bad in (-3.0, np.inf, np.nan):
         odd = kp.copy()
         odd[4, 1, 2, 3, 1] = bad
