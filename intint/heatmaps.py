@@ -281,14 +281,13 @@ def _meeting_entries(pix: torch.Tensor, b: int, m: int) -> torch.Tensor:
     from the clamped pixel coordinates ``pix`` 2(x, y)×P×N: their column and row ranges both overlap
     (patches that share a pixel always do)."""
     first, last = pix[:, 0].view(2, b, m, -1), pix[:, -1].view(2, b, m, -1)  # 2(x, y)×b×m×E
-    found = []
+    found = torch.zeros(first.shape[1:], dtype=torch.bool, device=pix.device)  # b×m×E
     for one in range(1, m):
         for other in range(one):
             meet = ((first[:, :, one] <= last[:, :, other]) & (first[:, :, other] <= last[:, :, one])).all(0)
-            clip, entry = meet.nonzero(as_tuple=True)  # b×E → the pairs that meet
-            for person in (one, other):
-                found.append((clip * m + person) * first.shape[-1] + entry)
-    return torch.cat(found).unique() if m > 2 else torch.cat(found)
+            found[:, one] |= meet
+            found[:, other] |= meet
+    return found.view(-1).nonzero().view(-1)
 
 
 def _window(lo: torch.Tensor, hi: torch.Tensor, radius: float, size: int) -> tuple[torch.Tensor, ...]:
