@@ -119,17 +119,22 @@ class _Layout:
 
 @functools.lru_cache(maxsize=64)
 def _layout(
-    lead: tuple[int, int, int, int],
+    lead: tuple[tuple[int, ...], int, int, int],
     strides: tuple[int, ...],
     width: int,
     mirror: tuple[int, ...] | None,
     device: torch.device,
 ) -> _Layout:
-    """Offsets for B×M×T×C entries in an output B×(V·C)×T×H×W with the given strides (cached: the
-    loader renders the same shape over and over, and these are a dozen tiny tensor ops)."""
-    b, m, t, c = lead
-    sb, sk, st, sy, sx = strides
-    clip = torch.arange(b, device=device).view(b, 1, 1, 1) * sb
+    """Offsets for (clip axes…)×M×T×C entries in an output (clip axes…)×(V·C)×T×H×W with the given
+    strides (cached: the loader renders the same shape over and over, and these are a dozen tiny tensor
+    ops). The clip axes flatten to B clips in row-major order."""
+    clips, m, t, c = lead
+    sk, st, sy, sx = strides[-4:]
+    clip = torch.zeros(1, dtype=torch.int64, device=device)
+    for size, stride in zip(clips, strides[: len(clips)], strict=True):
+        clip = (clip[:, None] + torch.arange(size, device=device) * stride).view(-1)
+    b = clip.numel()
+    clip = clip.view(b, 1, 1, 1)
     frame = torch.arange(t, device=device).view(1, 1, t, 1) * st
     channel = torch.arange(c, device=device).view(1, 1, 1, c)
     views = [(clip + frame + channel * sk).expand(b, m, t, c).reshape(-1)]
@@ -400,7 +405,8 @@ def render_batch(
     clear: bool = True,
     written: list[Written] | None = None,
 ) -> torch.Tensor:
-    """Heatmap volumes for a batch of clips: keypoint B×M×T×V×2, score B×M×T×V → B×K×T×H×W.
+    """Heatmap volumes for a batch of clips: keypoint B×M×T×V×2, score B×M×T×V → B×K×T×H×W (B may be
+    several clip axes, e.g. pathways × clips: any leading axes before M are clips).
 
     K = V joint maps, or one map per limb when ``limbs`` is given (``True`` = ``skeleton.LIMBS``).
     With ``flip_double`` K doubles: the K channels of the clip, then the K channels of its mirror
@@ -437,14 +443,16 @@ def render_batch(
         raise ValueError(f"render: output dtype must be one of {sorted(map(str, _BITS))}, got {dtype}")
     kp = _as_tensor(keypoint, "keypoint", device)
     score = _as_tensor(keypoint_score, "keypoint_score", kp.device)
-    if kp.ndim != 5 or kp.shape[-1] != 2:
+    if kp.ndim < 5 or kp.shape[-1] != 2:
         raise ValueError(f"field 'keypoint': expected B×M×T×V×2, got shape {tuple(kp.shape)}")
     if tuple(score.shape) != tuple(kp.shape[:-1]):
         raise ValueError(
             f"field 'keypoint_score': expected shape {tuple(kp.shape[:-1])}, got {tuple(score.shape)}"
         )
 
-    b, m, t, v, _ = kp.shape
+    clips = tuple(kp.shape[:-4])
+    m, t, v, _ = kp.shape[-4:]
+    kp, score = kp.reshape(-1, m, t, v, 2), score.reshape(-1, m, t, v)
     pairs = _resolve_limbs(limbs, v)
     channels = v if pairs is None else len(pairs)
     mirror = None
@@ -453,7 +461,7 @@ def render_batch(
             skeleton.LIMB_FLIP_INDEX if pairs == skeleton.LIMBS else limb_flip_index(pairs))
         if len(mirror) != channels:
             raise ValueError(f"render: flip_double needs the COCO-17 layout, got {channels} channels")
-    shape = (b, channels * (2 if flip_double else 1), t, height, width)
+    shape = (*clips, channels * (2 if flip_double else 1), t, height, width)
     if out is None:
         out = torch.zeros(shape, dtype=dtype, device=kp.device)
     else:
@@ -465,7 +473,7 @@ def render_batch(
             out.zero_()
     if out.numel() == 0 or m == 0:
         return out
-    layout = _layout((b, m, t, channels), tuple(out.stride()), width, mirror, kp.device)
+    layout = _layout((clips, m, t, channels), tuple(out.stride()), width, mirror, kp.device)
     canvas = _Canvas.of(out, written)
     if pairs is None:
         _joint_maps(kp, score, canvas, layout, height, width, sigma)

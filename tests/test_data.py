@@ -22,7 +22,7 @@ import fsspec
 import pytest
 import torch
 
-from intint import build, loaderplan, sampling, shardio, synthetic
+from intint import build, loaderplan, sampling, shardio, synthetic, wire
 from intint.data import LoaderConfig, TrainLoader, eval_loader, to_device, train_loader
 from intint.shardstream import ShardUnavailable
 from intint.transforms import PipelineConfig
@@ -275,6 +275,11 @@ def test_missing_shard_error_reaches_the_main_process_from_a_worker(shard_set: P
 
 
 # ------------------------------------------------------------------------------------ rendering
+
+
+def test_render_runs_group_equal_person_counts_up_to_a_length() -> None:
+    assert wire._runs([1, 1, 2, 2, 2, 1], 2) == [(0, 2, 1), (2, 4, 2), (4, 5, 2), (5, 6, 1)]
+    assert wire._runs([], 8) == []
 
 
 def test_worker_and_device_heatmaps_agree(shard_set: Path) -> None:

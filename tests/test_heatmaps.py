@@ -363,3 +363,21 @@ def test_persons_combine_by_max_wherever_their_patches_meet(options: dict, perso
         assert not buffer.any()
         render_batch(kp, score, 20, 24, out=buffer, clear=False, written=written, **options)
         assert torch.equal(buffer, expected)
+
+
+def test_leading_clip_axes_render_like_one_clip_each() -> None:
+    """Pathways × clips in one call, into a strided slice of a larger pathway-major buffer (as loader
+    workers render a few samples of a batch at once), equal rendering each clip alone."""
+    rng = np.random.default_rng(5)
+    kp = rng.uniform(-2, 18, size=(2, 3, 2, 4, 17, 2)).astype(np.float32)
+    score = rng.uniform(0, 1, size=(2, 3, 2, 4, 17)).astype(np.float32)
+    buffer = torch.zeros((2, 5, 17, 4, 16, 20), dtype=torch.float16)
+    written: list = []
+    out = render_batch(kp, score, 16, 20, out=buffer[:, 1:4], clear=False, written=written)
+    assert out.shape == (2, 3, 17, 4, 16, 20)
+    for p in range(2):
+        for c in range(3):
+            assert torch.equal(buffer[p, 1 + c], render(kp[p, c], score[p, c], 16, 20, dtype=torch.float16))
+    assert not buffer[:, 0].any() and not buffer[:, 4].any()
+    heatmaps.clear_written(buffer, written)
+    assert not buffer.any()
