@@ -347,6 +347,13 @@ class _EvalStream(IterableDataset):
 # ------------------------------------------------------------------------------------ main process
 
 
+def ring_slots(cfg: LoaderConfig) -> int:
+    """Recycled heatmap buffers per loader worker (``heatmaps_on="workers"``): a worker's prefetched
+    batches, the one it builds, two the training loop may still hold, and one spare. Each is a whole
+    batch (164 MB for 2 pathways × 16 clips × 17×48×56×56 float16), paged in on first use."""
+    return cfg.prefetch_factor + 4
+
+
 def _layout(cfg: LoaderConfig, rank: int, world_size: int) -> _Layout:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
@@ -390,7 +397,7 @@ class TrainLoader:
         # Heatmap buffers recycled between worker and main process (intint.bufferpool): enough ring slots
         # for a worker's prefetched batches, the one it builds, and two the training loop may still hold.
         pooled = cfg.heatmaps_on == "workers" and cfg.num_workers > 0
-        self._ledger = Ledger(cfg.num_workers, cfg.prefetch_factor + 4) if pooled else None
+        self._ledger = Ledger(cfg.num_workers, ring_slots(cfg)) if pooled else None
         stream = _TrainStream(self.layout, self.plan, self._shared_state,
                               None if self._ledger is None else self._ledger.flags)
         self._loader = _dataloader(stream, cfg, cfg.num_workers)

@@ -3,9 +3,12 @@ per-joint NumPy renderer measured in the same run.
 
 For each persons-per-video M (1, 2) the script builds a synthetic shard set with the real builder
 (``intint.synthetic`` → ``intint.build``), then for each ``heatmaps_on`` (workers, device) and each
-DataLoader worker count (1, 2) it runs ``train_loader`` (rank 0 of 1) for a few seconds after the first
-batch and counts what the training loop receives (workers rows: float16 heatmaps of both pathways;
-device rows: keypoint clips of both pathways):
+DataLoader worker count (1, 2) it runs ``train_loader`` (rank 0 of 1) for a few seconds and counts what
+the training loop receives (workers rows: float16 heatmaps of both pathways; device rows: keypoint clips
+of both pathways). Timing starts after the first batch (worker start-up) and a warm-up of workers × ring
+slots batches (``--warmup-batches``): a rendering worker pages in its ring of recycled 164 MB batch
+buffers during its first batches, once per worker lifetime, which would otherwise weigh ~10 % in a
+few-second run and nothing in a training run; ``warmup_samples_per_core_s`` reports those batches' rate.
 
 * ``samples_per_core_s``: samples per CPU second of the loader worker processes: the per-core figure
   the targets are stated in, and robust to other jobs on a shared machine (``samples_per_s`` is the
@@ -17,7 +20,7 @@ device rows: keypoint clips of both pathways):
   which a GPU does in a fraction of the time), per CPU second of workers + main process;
 * ``worker_rss_mb`` / ``worker_private_mb``: the largest worker's resident / private memory.
 
-A single-core, in-process profiling pass (CPU time) over the same shards splits one sample's cost into
+A single-core, in-process profiling pass (CPU time, after two warm-up batches) splits one sample's cost into
 read (tar + Arrow), decode, sampling + transforms, render (device rows: packing the padded keypoint
 clips) and IPC/collate (the wire batch through torch's multiprocessing pickler), plus
 ``to_device_ms_per_sample``. ``baseline_samples_per_s`` is the same per-sample path on one core (CPU
@@ -54,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from intint import build, heatmaps, shardio, synthetic  # noqa: E402
 from intint.bufferpool import FREE, Ledger, WorkerBuffers  # noqa: E402
 from intint.clips import ClipMaker  # noqa: E402
-from intint.data import LoaderConfig, to_device, train_loader  # noqa: E402
+from intint.data import LoaderConfig, ring_slots, to_device, train_loader  # noqa: E402
 from intint.shardstream import decode, raw_samples, read_peaks, shard_refs  # noqa: E402
 from intint.transforms import PipelineConfig  # noqa: E402
 from intint.wire import BatchBuilder, unpack  # noqa: E402
@@ -163,14 +166,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_run(cfg: LoaderConfig, seconds: float, with_to_device: bool) -> dict[str, float]:
-    """What the training loop receives, after the first batch (worker start-up excluded): samples per
-    wall second, and per CPU second of the loader worker processes (the per-core figure, robust to
-    other jobs sharing the machine) and of the main process."""
+def timed_run(cfg: LoaderConfig, seconds: float, with_to_device: bool, warmup: int) -> dict[str, float]:
+    """What the training loop receives in the steady state: after the first batch (worker start-up) and
+    ``warmup`` more batches (rendering workers page in their ring of recycled batch buffers during their
+    first batches, once per worker lifetime), samples per wall second, and per CPU second of the loader
+    worker processes (the per-core figure, robust to other jobs sharing the machine) and of the main
+    process. The warm-up batches' own rate is reported too (``warmup_samples_per_worker_cpu_s``)."""
     loader = train_loader(cfg, 0, 1)
     batches = iter(loader)
     next(batches)
     workers = _children()
+    warm_cpu, warm_samples = sum(map(_cpu_seconds, workers)), 0
+    for _ in range(warmup):
+        try:
+            warm_samples += len(next(batches)["key"])
+        except StopIteration:
+            batches = iter(loader)
+    warm_cpu = sum(map(_cpu_seconds, workers)) - warm_cpu
     samples, batches_seen, memory = 0, 0, (0.0, 0.0)
     recycled_before = loader.recycled_batches
     start, worker_cpu, main_cpu = time.perf_counter(), sum(map(_cpu_seconds, workers)), time.process_time()
@@ -202,11 +214,13 @@ def timed_run(cfg: LoaderConfig, seconds: float, with_to_device: bool) -> dict[s
             "main_cpu_ms_per_sample": main_cpu / max(samples, 1) * 1e3, "rss": memory[0],
             "private": memory[1], "recycled": recycled,
             "window_median": float(np.median(window_rates)) if window_rates else float("nan"),
-            "window_best": max(window_rates, default=float("nan"))}
+            "window_best": max(window_rates, default=float("nan")),
+            "warmup_samples_per_worker_cpu_s": warm_samples / warm_cpu if warm_cpu > 0 else float("nan")}
 
 
-def profile_pass(cfg: LoaderConfig, samples: int) -> dict[str, Any]:
-    """One core, in process: CPU seconds per sample in each stage of the worker path, and to_device."""
+def profile_pass(cfg: LoaderConfig, samples: int, warmup: int = 2) -> dict[str, Any]:
+    """One core, in process: CPU seconds per sample in each stage of the worker path, and to_device,
+    counted after ``warmup`` whole batches (the first renders page in the recycled buffer)."""
     stages = dict.fromkeys(("read", "decode", "sample_transform", "render", "ipc_collate"), 0.0)
     num_classes = shardio.read_manifest(cfg.shards).num_classes
     to_dev = 0.0
@@ -255,6 +269,10 @@ def profile_pass(cfg: LoaderConfig, samples: int) -> dict[str, Any]:
                     full += len(pending)
                     del wire, received
                     pending = []
+                    warmup -= 1
+                    if warmup == 0:  # steady state from here: start counting afresh
+                        stages = dict.fromkeys(stages, 0.0)
+                        to_dev, done, full = 0.0, 0, 0
                     ledger.flags[0, 0] = FREE
                     builder = BatchBuilder(cfg, cfg.batch_size, None, False, buffers)
     per_sample = {k: v / (done if k in ("read", "decode") else max(full, 1)) for k, v in stages.items()}
@@ -305,7 +323,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--persons", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--heatmaps-on", nargs="+", default=["workers", "device"], choices=["workers", "device"])
-    ap.add_argument("--profile-samples", type=int, default=128)
+    ap.add_argument("--warmup-batches", type=int, default=None,
+                    help="batches received before timing (default: workers × ring slots per worker)")
+    ap.add_argument("--profile-samples", type=int, default=256)
     ap.add_argument("--baseline-samples", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON list, a row per configuration")
@@ -325,8 +345,9 @@ def main() -> None:
                 for workers in args.workers:
                     cfg = replace(base_cfg, heatmaps_on=mode, num_workers=workers)
                     load = os.getloadavg()[0]
-                    alone = timed_run(cfg, args.seconds, with_to_device=False)
-                    with_dev = timed_run(cfg, args.seconds, with_to_device=True)
+                    warmup = workers * ring_slots(cfg) if args.warmup_batches is None else args.warmup_batches
+                    alone = timed_run(cfg, args.seconds, with_to_device=False, warmup=warmup)
+                    with_dev = timed_run(cfg, args.seconds, with_to_device=True, warmup=warmup)
                     row = {
                         "heatmaps_on": mode, "workers": workers, "persons": persons,
                         "samples_per_s": round(alone["samples_per_s"], 1),
@@ -334,6 +355,8 @@ def main() -> None:
                         "samples_per_core_s_median_window": round(alone["window_median"], 1),
                         "samples_per_core_s_best_window": round(alone["window_best"], 1),
                         "recycled_batch_share": round(alone["recycled"], 3),
+                        "warmup_batches": warmup,
+                        "warmup_samples_per_core_s": round(alone["warmup_samples_per_worker_cpu_s"], 1),
                         "main_cpu_ms_per_sample": round(alone["main_cpu_ms_per_sample"], 3),
                         "samples_per_s_incl_to_device": round(with_dev["samples_per_s"], 1),
                         "samples_per_core_s_incl_to_device": round(with_dev["samples_per_cpu_s"], 1),
@@ -361,7 +384,8 @@ def _print_row(row: dict[str, Any]) -> None:
     print(f"heatmaps_on={row['heatmaps_on']:7s} workers={row['workers']} M={row['persons']}: "
           f"{row['samples_per_core_s']:7.1f} samples per worker-core-s (1 s windows: median "
           f"{row['samples_per_core_s_median_window']:.1f}, best {row['samples_per_core_s_best_window']:.1f}; "
-          f"{row['samples_per_s']:.1f}/s wall, "
+          f"{row['samples_per_s']:.1f}/s wall; first {row['warmup_batches']} batches "
+          f"{row['warmup_samples_per_core_s']:.1f}/core-s, "
           f"main {row['main_cpu_ms_per_sample']:.2f} ms/sample); incl. to_device on CPU "
           f"{row['samples_per_core_s_incl_to_device']:.1f} per core-s; baseline "
           f"{row['baseline_samples_per_s']:.1f} per core-s (×{row['speedup_per_core']}); in-process "
