@@ -38,6 +38,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -57,7 +58,18 @@ _BITS = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32:
 _INTEGER_SCATTER_DEVICES = ("cpu",)
 
 ArrayLike = np.ndarray | torch.Tensor
-Written = tuple[int, torch.Tensor]  # one render's record: a storage offset, element offsets from it
+
+
+class Written(NamedTuple):
+    """One render's record of where it may have drawn: element offsets ``index`` from storage offset
+    ``offset``, or with ``words`` > 0, offsets of 8-byte words of the storage (``offset`` 0), each the
+    first of a run of ``words`` words (a patch row: 2 words hold any 5 float16 pixels)."""
+
+    offset: int
+    index: torch.Tensor
+    words: int = 0
+
+
 Limbs = Sequence[tuple[int, int]] | bool | None
 
 
@@ -179,7 +191,7 @@ def _scatter_max(canvas: _Canvas, index: torch.Tensor, values: torch.Tensor, *, 
     """
     flat_index = index.reshape(-1)
     if record and canvas.written is not None:  # the index as is, with its base: no copy of ~650 KB per sample
-        canvas.written.append((canvas.offset, flat_index))
+        canvas.written.append(Written(canvas.offset, flat_index))
     src = values if canvas.dtype == torch.float32 else values.to(canvas.dtype)
     if canvas.bits is not None:
         src = src.view(canvas.bits)
@@ -272,13 +284,33 @@ def _joint_maps(
     # before writing it, ~2x the cost of plain stores on the loader's shared-memory buffers, and the
     # second pass is small and finds its lines in the cache.
     b, m = kp.shape[:2]
-    _scatter_max(canvas, index, values, plain=True)
+    rows = _row_words(canvas, offset, layout) if canvas.written is not None else None
+    if rows is not None:
+        canvas.written.append(rows)
+    _scatter_max(canvas, index, values, plain=True, record=rows is None)
     if m > 1:
         meeting = _meeting_entries(pix, b, m)
         if meeting.numel():
-            rows = index.view(index.shape[0], -1, index.shape[-1]).index_select(2, meeting)  # V×P²×k
+            twice = index.view(index.shape[0], -1, index.shape[-1]).index_select(2, meeting)  # V×P²×k
             again = values.view(-1, values.shape[-1]).index_select(1, meeting)
-            _scatter_max(canvas, rows, again, record=False)
+            _scatter_max(canvas, twice, again, record=False)
+
+
+def _row_words(canvas: _Canvas, offset: torch.Tensor, layout: _Layout) -> Written | None:
+    """The record of a joint render as patch rows: the storage word holding each row's lowest element
+    and how many words cover any row, when columns are adjacent elements (|stride_x| = 1). Why: a fifth
+    of the offsets to keep and read back, and ``clear_written`` zeroes two 8-byte words per row instead
+    of five 2-byte elements: the same cache lines, in ~1.5x less time (measured). ``offset`` is the
+    V×2×P×N column and row offsets of ``_joint_maps``."""
+    storage = canvas.flat.untyped_storage()
+    if int(layout.xy_strides[:, 0].abs().max()) != 1 or storage.nbytes() % 8 or storage.data_ptr() % 8:
+        return None
+    per = 8 // canvas.flat.element_size()  # elements per word
+    cols = offset[:, 0]  # V×P×N, monotonic along P
+    lowest = torch.minimum(cols[:, :1], cols[:, -1:])  # V×1×N: each row's lowest column offset
+    first = (layout.joint_base[:, 0, 0] + canvas.offset)[:, None] + offset[:, 1] + lowest  # V×P×N elements
+    span = cols.shape[1]  # a row covers at most this many elements from its lowest
+    return Written(0, first.div_(per, rounding_mode="floor").view(-1), (per + span - 2) // per + 1)
 
 
 def _meeting_entries(pix: torch.Tensor, b: int, m: int) -> torch.Tensor:
@@ -488,6 +520,8 @@ def render_batch(
 def clear_written(buffer: torch.Tensor, written: list[Written]) -> None:
     """Zero the elements of ``buffer``'s storage that renders recorded in ``written`` (and empty it), so
     the buffer can be rendered into again with ``clear=False``. ``buffer`` is any tensor over that storage.
+    Joint renders record whole 8-byte words: the other elements sharing a word with a drawn one are
+    zeroed too, so a buffer cleared this way must hold nothing but the renders (a loader's ring buffer).
 
     One scatter of zeros per recorded render, on the flat storage from that render's base offset:
     concatenating the records first copied ~10 MB of indices per training batch, and ``index_fill_``
@@ -499,9 +533,17 @@ def clear_written(buffer: torch.Tensor, written: list[Written]) -> None:
     flat = torch.empty(0, dtype=buffer.dtype, device=buffer.device).set_(storage, 0, (elements,), (1,))
     bits = _BITS.get(flat.dtype) if flat.device.type in _INTEGER_SCATTER_DEVICES else None
     flat = flat if bits is None else flat.view(bits)
-    zeros = _zeros(max(index.numel() for _, index in written), flat.dtype, flat.device)
-    for base, index in written:
-        flat[base:].scatter_(0, index, zeros[: index.numel()])
+    words = torch.empty(0, dtype=torch.int64, device=buffer.device).set_(
+        storage, 0, (storage.nbytes() // 8,), (1,))
+    most = max(record.index.numel() for record in written)
+    for offset, index, run in written:
+        if not run:
+            flat[offset:].scatter_(0, index, _zeros(most, flat.dtype, flat.device)[: index.numel()])
+            continue
+        if index.numel() and int(index.max()) + run > words.numel():  # a run past the storage's last word
+            index = index.clamp(max=words.numel() - run)  # (its elements lie in the words below)
+        for k in range(run):
+            words[k:].scatter_(0, index, _zeros(most, torch.int64, words.device)[: index.numel()])
     written.clear()
 
 

@@ -381,3 +381,20 @@ def test_leading_clip_axes_render_like_one_clip_each() -> None:
     assert not buffer[:, 0].any() and not buffer[:, 4].any()
     heatmaps.clear_written(buffer, written)
     assert not buffer.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("options", [{}, {"flip_double": True}])
+def test_clear_written_resets_whole_rows_up_to_the_storage_edges(dtype: torch.dtype, options: dict) -> None:
+    """Renders recorded as patch rows of whole words are reset completely, also for joints in the first
+    and the last pixels of the storage (a row's words clamped to the storage), mirrored views included."""
+    corners = [(0.0, 0.0), (19.0, 15.0), (0.0, 15.0)]  # (0, 15) mirrors onto the last pixel
+    kp = np.array([[[[c] * 17] for c in corners]], dtype=np.float32)  # 1 clip, 3 persons, 1 frame
+    score = np.ones((1, 3, 1, 17), dtype=np.float32)
+    buffer = torch.zeros((1, 34 if options else 17, 1, 16, 20), dtype=dtype)
+    written: list = []
+    render_batch(kp, score, 16, 20, out=buffer, clear=False, written=written, **options)
+    assert buffer.view(-1)[0] > 0.9 and buffer.view(-1)[-1] > 0.9
+    assert written and all(record.words for record in written)
+    heatmaps.clear_written(buffer, written)
+    assert not buffer.any() and written == []
