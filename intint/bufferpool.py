@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from intint.heatmaps import Written, clear_written
+from intint.canvas import Written, clear_written
 
 FREE = -1
 

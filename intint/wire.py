@@ -16,6 +16,7 @@ from torch.utils.data import get_worker_info
 
 from intint import heatmaps
 from intint.bufferpool import WorkerBuffers, new_shared
+from intint.canvas import Written
 from intint.clips import Clip, ClipBatch, render_views
 from intint.shardstream import Video
 
@@ -58,7 +59,7 @@ class BatchBuilder:
         self.kp: np.ndarray | None = None
         self.score: np.ndarray | None = None
         self.hw: tuple[int, int] | None = None
-        self.written: list[heatmaps.Written] | None = None  # a recycled ring buffer's write record
+        self.written: list[Written] | None = None  # a recycled ring buffer's write record
         self.maps: np.ndarray | None = None  # training keypoint batches: each clip's map, P×B×7
         self.persons: np.ndarray | None = None  # and its person count, B
 

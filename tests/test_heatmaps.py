@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from intint import heatmaps, skeleton
+from intint import canvas, heatmaps, skeleton
 from intint.heatmaps import limb_flip_index, render, render_batch
 from intint.sampling import uniform_indices
 from intint.transforms import preset_pipeline
@@ -279,7 +279,7 @@ def test_float_scatter_path_matches_integer_path(monkeypatch: pytest.MonkeyPatch
     kp, score = _crowded_clips()
     results = []
     for devices in (("cpu",), ()):
-        monkeypatch.setattr(heatmaps, "_INTEGER_SCATTER_DEVICES", devices)
+        monkeypatch.setattr(canvas, "INTEGER_SCATTER_DEVICES", devices)
         results.append([render_batch(kp, score, 12, 14, dtype=dtype, **options)
                         for dtype in (torch.float32, torch.float16) for options in OPTIONS])
     for on_bits, on_floats in zip(*results, strict=True):
