@@ -46,6 +46,7 @@ class Layout:
     base: torch.Tensor
     xy_strides: torch.Tensor
     joint_base: torch.Tensor  # ``base`` as V×1×1×N, for the joint index V×P(y)×P(x)×N
+    adjacent_columns: bool  # |stride_x| = 1: a patch row is a run of adjacent elements
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,7 +77,7 @@ def layout_of(
         steps.append((-sx, sy))
     xy_strides = torch.tensor(steps, dtype=torch.int64, device=device).view(-1, 2, 1, 1)
     base = torch.stack(views)
-    return Layout(base, xy_strides, base[:, None, None])
+    return Layout(base, xy_strides, base[:, None, None], abs(sx) == 1)
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,11 @@ class Canvas:
 
 def scatter_max(canvas: Canvas, index: torch.Tensor, values: torch.Tensor, *, plain: bool = False,
                  record: bool = True) -> None:
-    """Max float32 values >= 0 (broadcast to the index's shape V×...) into the canvas at ``index``.
+    """Max float values >= 0 (broadcast to the index's shape V×...) into the canvas at ``index``.
 
-    Values are rounded to the output dtype first (rounding is monotonic, so the max of rounded values
-    is the rounded max). With ``canvas.written`` the storage offsets drawn are recorded there.
+    Values are rounded to the output dtype first, unless they come in it (rounding is monotonic, so the
+    max of rounded values is the rounded max). With ``canvas.written`` the storage offsets drawn are
+    recorded there.
     ``plain``: the caller guarantees that entries sharing an index carry equal values, so plain stores
     (``scatter_``, ~1.5x faster than the ``amax`` reduction here) give the same canvas. ``record=False``:
     the caller knows these elements are recorded already.
@@ -111,7 +113,7 @@ def scatter_max(canvas: Canvas, index: torch.Tensor, values: torch.Tensor, *, pl
     flat_index = index.reshape(-1)
     if record and canvas.written is not None:  # the index as is, with its base: no copy of ~650 KB per sample
         canvas.written.append(Written(canvas.offset, flat_index))
-    src = values if canvas.dtype == torch.float32 else values.to(canvas.dtype)
+    src = values.to(canvas.dtype)  # no copy when already the output dtype
     if canvas.bits is not None:
         src = src.view(canvas.bits)
     if src.numel() != index.numel():
@@ -129,7 +131,7 @@ def row_words(canvas: Canvas, offset: torch.Tensor, layout: Layout) -> Written |
     of five 2-byte elements: the same cache lines, in ~1.5x less time (measured). ``offset`` is the
     V×2×P×N column and row offsets of ``_joint_maps``."""
     storage = canvas.flat.untyped_storage()
-    if int(layout.xy_strides[:, 0].abs().max()) != 1 or storage.nbytes() % 8 or storage.data_ptr() % 8:
+    if not layout.adjacent_columns or storage.nbytes() % 8 or storage.data_ptr() % 8:
         return None
     per = 8 // canvas.flat.element_size()  # elements per word
     cols = offset[:, 0]  # V×P×N, monotonic along P

@@ -394,8 +394,7 @@ class TrainLoader:
         # (epoch, batches consumed, generation = passes started), read by each worker when its pass starts
         # (persistent workers hold a copy of the dataset from their first pass: attributes would not reach).
         self._shared_state = torch.zeros(3, dtype=torch.int64).share_memory_()
-        # Heatmap buffers recycled between worker and main process (intint.bufferpool): enough ring slots
-        # for a worker's prefetched batches, the one it builds, and two the training loop may still hold.
+        # Heatmap buffers recycled between worker and main process (intint.bufferpool), ring_slots per worker
         pooled = cfg.heatmaps_on == "workers" and cfg.num_workers > 0
         self._ledger = Ledger(cfg.num_workers, ring_slots(cfg)) if pooled else None
         stream = _TrainStream(self.layout, self.plan, self._shared_state,
