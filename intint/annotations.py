@@ -83,11 +83,14 @@ class AnnotationError(ValueError):
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves globals only from :data:`ALLOWED_GLOBALS`."""
+    """Unpickler that resolves globals only from ``allowed`` (:data:`ALLOWED_GLOBALS`; a subclass may
+    allow more for its own kind of data)."""
+
+    allowed: dict[tuple[str, str], Any] = ALLOWED_GLOBALS
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return ALLOWED_GLOBALS[(module, name)]
+            return self.allowed[(module, name)]
         except KeyError:
             raise UnsafePickleError(
                 f"refusing to load global {module}.{name}: annotation files may only contain dicts, "

@@ -37,9 +37,10 @@ Each row records the load average: on a shared machine compare rows of one run, 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import json
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intint import build, heatmaps, shardio, synthetic  # noqa: E402
+from intint.annotations import ALLOWED_GLOBALS, RestrictedUnpickler  # noqa: E402
 from intint.bufferpool import FREE, Ledger, WorkerBuffers  # noqa: E402
 from intint.clips import ClipMaker  # noqa: E402
 from intint.data import LoaderConfig, ring_slots, to_device, train_loader  # noqa: E402
@@ -218,6 +220,20 @@ def timed_run(cfg: LoaderConfig, seconds: float, with_to_device: bool, warmup: i
             "warmup_samples_per_worker_cpu_s": warm_samples / warm_cpu if warm_cpu > 0 else float("nan")}
 
 
+class _WireUnpickler(RestrictedUnpickler):
+    """The DataLoader hand-off read back with an allow-list: arrays, plus torch's shared-memory tensor
+    rebuilders (which take their storage from a passed file descriptor)."""
+
+    allowed = {**ALLOWED_GLOBALS, **{
+        (module, name): getattr(importlib.import_module(module), name) for module, name in (
+            ("torch", "Size"), ("torch", "Tensor"), ("torch", "float16"), ("torch", "float32"),
+            ("torch", "int64"), ("torch.storage", "UntypedStorage"),
+            ("torch.multiprocessing.reductions", "rebuild_storage_fd"),
+            ("torch.multiprocessing.reductions", "rebuild_tensor"),
+            ("torch.multiprocessing.reductions", "rebuild_typed_storage"),
+            ("multiprocessing.resource_sharer", "DupFd"))}}
+
+
 def profile_pass(cfg: LoaderConfig, samples: int, warmup: int = 2) -> dict[str, Any]:
     """One core, in process: CPU seconds per sample in each stage of the worker path, and to_device,
     counted after ``warmup`` whole batches (the first renders page in the recycled buffer)."""
@@ -258,7 +274,7 @@ def profile_pass(cfg: LoaderConfig, samples: int, warmup: int = 2) -> dict[str, 
                     wire = builder.finish(0)
                     t4 = time.process_time()
                     # the DataLoader's hand-off, round-tripped in process: bytes this line just made
-                    received = unpack(pickle.loads(ForkingPickler.dumps(wire)))
+                    received = unpack(_WireUnpickler(io.BytesIO(ForkingPickler.dumps(wire))).load())
                     t5 = time.process_time()
                     to_device(received, "cpu", cfg)
                     t6 = time.process_time()
