@@ -69,9 +69,10 @@ def build_shards(
         help="Build from N generated videos (intint.synthetic) instead of a file.")] = None,
 ) -> None:
     """Build a shard set (WebDataset tars + Arrow intensity tables + manifest) from PYSKL annotations."""
-    from intint import build, intensity
-    from intint import synthetic as synth
-    from intint.annotations import AnnotationError, UnsafePickleError
+    from intint.pose import intensity
+    from intint.pose.annotations import AnnotationError, UnsafePickleError
+    from intint.store import build
+    from intint.testing import synthetic as synth
 
     if not output:
         raise _fail("--output is required")
@@ -105,7 +106,7 @@ def inspect(
         help="Re-read every file against its checksum and count samples; exit 1 on mismatch.")] = False,
 ) -> None:
     """Summarise a shard set's manifest; with --verify, check every file."""
-    from intint import shardio
+    from intint.store import shardio
 
     try:
         m = shardio.read_manifest(shards)
@@ -145,7 +146,7 @@ def demo(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Generate the demo dataset, build shards, train both pathways on Ray (CPU), test with fusion, draw."""
-    from intint import demo as demo_mod
+    from intint.demo import run as demo_mod
 
     try:
         opts = demo_mod.DemoOptions(out=out, videos_per_class=videos_per_class, epochs=epochs, seed=seed,
@@ -171,8 +172,8 @@ def predict(
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda when available).")] = None,
 ) -> None:
     """Top classes of one video for each pathway and fused."""
-    from intint import predict as predict_mod
-    from intint.annotations import AnnotationError, UnsafePickleError
+    from intint.eval import predict as predict_mod
+    from intint.pose.annotations import AnnotationError, UnsafePickleError
 
     try:
         pred = predict_mod.predict_file(checkpoint, annotations, key, classes=classes, device=device)
@@ -190,7 +191,7 @@ def train(
     """Train both pathways on Ray Train. Other options override config fields (--shards, --epochs,
     --optim.lr, --wandb disabled, ...; `python jobs/train_finegym.py --help` lists them all)."""
     from intint.config import parse_args
-    from intint.train import run
+    from intint.train.loop import run
 
     run(parse_args(["--preset", preset, *ctx.args], default_preset=preset, split=split))
 
@@ -203,7 +204,7 @@ def evaluate(ctx: typer.Context) -> None:
     import tyro
 
     from intint.config import EvaluateConfig
-    from intint.inference import evaluate_checkpoint, flat_metrics
+    from intint.eval.distributed import evaluate_checkpoint, flat_metrics
 
     url, results = evaluate_checkpoint(tyro.cli(EvaluateConfig, args=ctx.args))
     typer.echo(json.dumps(flat_metrics(results, ""), indent=1) + f"\nresults written to {url}")

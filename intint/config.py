@@ -331,8 +331,8 @@ def loader_config(cfg: TrainConfig, split: str, *, train: bool):
 
     Imported lazily: parsing a config must not pay for importing torch and webdataset.
     """
-    from intint.data import LoaderConfig
-    from intint.transforms import PipelineConfig
+    from intint.loader.streams import LoaderConfig
+    from intint.pose.transforms import PipelineConfig
 
     pipeline = PipelineConfig(train_hw=(cfg.data.train_size,) * 2, test_hw=(cfg.data.test_size,) * 2,
                               train_short_side=cfg.data.train_short_side)

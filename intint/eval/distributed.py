@@ -1,0 +1,215 @@
+"""Distributed evaluation of a two-pathway model: predict this rank's share, gather, score on every rank.
+
+The eval loader gives every video of a split to exactly one rank (no padding, so ranks may see
+different counts). Each rank therefore runs the *unwrapped* model (never the DDP wrapper, whose forward
+may issue collectives a rank with fewer batches would never match), then one `all_gather_object` brings
+all probabilities to every rank, where they are aligned by sample key and scored with
+`intint.evaluate` (spec §6.2, §6.4, §7). Every rank gets the same metrics, so every rank can take the
+same decisions (best epoch) without another broadcast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from intint.config import EvaluateConfig, TrainConfig, loader_config
+from intint.eval import metrics
+from intint.model import checkpoint
+from intint.model.slowonly import PATHWAYS, SlowOnlyConfig, TwoPathwayModel, load_pyskl_checkpoint
+from intint.store import fsio
+from intint.store.shardio import read_manifest
+
+
+@dataclass
+class Predictions:
+    """View-averaged class probabilities per pathway for a set of videos, rows aligned with `keys`."""
+
+    probs: dict[str, np.ndarray]
+    labels: np.ndarray
+    keys: list[str]
+    skipped: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """`obj` from every rank (rank order); just `[obj]` outside a process group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked; a no-op context on CPU (CPU bf16 convs are slower, not faster)."""
+    if bf16 and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_inputs(batch: Mapping[str, Any], pathways: Iterable[str], device: torch.device,
+                 channels_last: bool) -> dict[str, torch.Tensor]:
+    """The pathway tensors of a batch on `device` (channels-last-3d for cuDNN when asked)."""
+    inputs = {}
+    for name in pathways:
+        x = batch[name].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d) if x.dim() == 5 else x
+        inputs[name] = x
+    return inputs
+
+
+def predict(model: TwoPathwayModel, batches: Iterable[Mapping[str, Any]], device: torch.device, *,
+            prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+            bf16: bool = False) -> Predictions:
+    """Run this rank's eval batches (`B×N×K×T×H×W` per pathway) → per-video probabilities.
+
+    `prepare(batch)` moves/renders a batch on the device (the loader's `to_device`); identity if None.
+    """
+    was_training = model.training
+    model.eval()
+    probs: dict[str, list[np.ndarray]] = {name: [] for name in model.pathways}
+    labels: list[np.ndarray] = []
+    keys: list[str] = []
+    skipped = 0
+    try:
+        with torch.inference_mode(), autocast(device, bf16):
+            for batch in batches:
+                skipped += int(batch.get("skipped", 0))
+                if prepare is not None:
+                    batch = prepare(batch)
+                out = model.predict(model_inputs(batch, model.pathways, device, channels_last=False))
+                for name, p in out.items():
+                    probs[name].append(p.float().cpu().numpy())
+                labels.append(torch.as_tensor(batch["label"]).cpu().numpy().astype(np.int64))
+                keys.extend(batch["key"])
+    finally:
+        model.train(was_training)
+    stacked = {name: np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+               for name, rows in probs.items()}
+    label_arr = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return Predictions(stacked, label_arr, keys, skipped)
+
+
+def merge(parts: list[Predictions], split: str) -> Predictions:
+    """Concatenate ranks' predictions in key order; a key seen twice (overlapping shards) is an error."""
+    keys = [k for part in parts for k in part.keys]
+    if not keys:
+        raise ValueError(f"split {split!r}: the eval loader yielded no videos on any rank")
+    order = np.argsort(np.asarray(keys), kind="stable")
+    sorted_keys = [keys[i] for i in order]
+    dupes = sorted({a for a, b in zip(sorted_keys, sorted_keys[1:], strict=False) if a == b})
+    if dupes:
+        raise ValueError(f"split {split!r}: {len(dupes)} videos evaluated more than once, "
+                         f"e.g. key {dupes[0]!r}")
+    names = [n for n in PATHWAYS if n in parts[0].probs]
+    probs = {}
+    for name in names:
+        rows = [p.probs[name] for p in parts if len(p.keys)]
+        probs[name] = np.concatenate(rows)[order]
+    labels = np.concatenate([p.labels for p in parts if len(p.keys)])[order]
+    return Predictions(probs, labels, sorted_keys, sum(p.skipped for p in parts))
+
+
+def score(preds: Predictions, num_classes: int, fusion_weights: tuple[float, float]) -> dict[str, Any]:
+    """Metrics per pathway and fused (`intint.evaluate.evaluate_scores`), plus `num_samples` and `skipped`."""
+    results = metrics.evaluate_scores(preds.probs.get("integrity"), preds.probs.get("intensity"),
+                                       preds.labels, num_classes, fusion_weights)
+    results["meta"] = {"num_samples": len(preds.keys), "skipped": preds.skipped}
+    return results
+
+
+def selection_score(results: Mapping[str, Any]) -> float:
+    """The number checkpoints are ranked by: fused top-1, or the only pathway's top-1 in one-pathway runs."""
+    for name in ("fused", *PATHWAYS):
+        if name in results:
+            return float(results[name]["top1"])
+    raise ValueError(f"results hold no pathway metrics (keys {sorted(results)})")
+
+
+def flat_metrics(results: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """`{prefix}{pathway}_{top1,top5,mean_class}` scalars for reports and W&B (no confusion matrices)."""
+    out = {}
+    for name in ("integrity", "intensity", "fused"):
+        if name in results:
+            for metric in ("top1", "top5", "mean_class"):
+                out[f"{prefix}{name}_{metric}"] = float(results[name][metric])
+    return out
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> TwoPathwayModel:
+    """The two-pathway model a run config describes (fresh weights; `cfg.pretrained` loaded if given)."""
+    net = SlowOnlyConfig(num_classes=num_classes, stage_blocks=tuple(cfg.model.stage_blocks),
+                         base_channels=cfg.model.base_channels, dropout=cfg.model.dropout)
+    return TwoPathwayModel.from_config(net, cfg.pathways)
+
+
+def load_pretrained(model: TwoPathwayModel, url: str) -> None:
+    """Load a PYSKL checkpoint (e.g. K400 PoseC3D) into every pathway; a head of another size is skipped."""
+    for name in model.pathways:
+        report = load_pyskl_checkpoint(model.recognizer(name), url)
+        print(f"[intint] {name}: loaded {len(report.loaded)} tensors from {url}"
+              f" (head {'loaded' if report.head_loaded else 'kept fresh'})", flush=True)
+
+
+def num_classes_of(cfg: TrainConfig) -> int:
+    """`cfg.num_classes`, else the shard manifest's class count."""
+    return cfg.num_classes if cfg.num_classes is not None else read_manifest(cfg.shards).num_classes
+
+
+def evaluate_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank: int, world_size: int,
+                   device: torch.device, num_classes: int, num_clips: int, flip: bool,
+                   loader: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Evaluate `split` with `num_clips` clips (× 2 with `flip`) per video over all ranks; same on each rank.
+
+    Pass `loader` to reuse a persistent eval loader across epochs (it must match split and views).
+    """
+    from intint.loader import streams
+
+    lcfg = loader_config(cfg, split, train=False)
+    if loader is None:
+        loader = streams.eval_loader(lcfg, rank, world_size, num_clips=num_clips, flip_double=flip)
+    local = predict(model, loader, device, prepare=lambda b: streams.to_device(b, device, lcfg),
+                    bf16=cfg.bf16)
+    merged = merge(all_gather(local), split)
+    results = score(merged, num_classes, tuple(cfg.fusion_weights))
+    results["meta"].update(split=split, num_clips=num_clips, flip=flip)
+    return results
+
+
+def evaluate_checkpoint(args: EvaluateConfig) -> tuple[str, dict[str, Any]]:
+    """Test a checkpoint folder with test views and late fusion, in this process (one device).
+
+    The run's config comes from the checkpoint; `args` overrides the shard set, split and views.
+    Results go to `args.out`, by default `results.json` inside the checkpoint folder. Returns
+    (results URL, results).
+    """
+    checkpoint_dir = checkpoint.resolve(args.checkpoint)
+    cfg = TrainConfig.from_dict(checkpoint.load_config(checkpoint_dir))
+    overrides: dict[str, Any] = {}
+    for field_name, value in (("shards", args.shards), ("loader_workers", args.loader_workers),
+                              ("eval_num_clips", args.num_clips), ("eval_flip", args.flip)):
+        if value is not None:
+            overrides[field_name] = value
+    cfg = dataclasses.replace(cfg, **overrides)
+    state = checkpoint.load_state(checkpoint_dir)
+    num_classes = int(state.get("num_classes", num_classes_of(cfg)))
+    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = build_model(cfg, num_classes)
+    model.load_state_dict(state["model"])
+    model.to(dev)
+    split = args.split or cfg.data.test_split
+    results = evaluate_split(model, cfg, split, rank=0, world_size=1, device=dev, num_classes=num_classes,
+                             num_clips=cfg.eval_num_clips, flip=cfg.eval_flip)
+    results["meta"].update(checkpoint=checkpoint_dir, epoch=int(state["epoch"]))
+    url = args.out or fsio.join(checkpoint_dir, checkpoint.RESULTS_FILE)
+    metrics.write_results(results, url)
+    return url, results

@@ -1,0 +1,210 @@
+"""The wire layout of a loader batch: what a worker process fills and hands to the main process.
+
+``BatchBuilder`` fills one batch in place inside the worker (training batches whole, from
+``ClipMaker.train_batch``; evaluation batches video by video), ``unpack`` turns what arrives in the
+main process into the contract's batch (docs/architecture.md, "Loader contract"). Split from
+``intint.data``, which decides *which* videos make a batch; this module decides how its bytes travel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from intint.loader.clip_maker import Clip, ClipBatch, render_views
+from intint.loader.shared_ring import WorkerBuffers, new_shared
+from intint.render import heatmaps
+from intint.render.scatter_layout import Written
+from intint.store.shardstream import Video
+
+if TYPE_CHECKING:
+    from intint.loader.streams import LoaderConfig
+
+RENDER_CHUNK = 8  # workers render training heatmaps this many samples per call (``BatchBuilder.add_batch``)
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker it lives in shared memory from the start,
+    so handing it to the main process sends a file descriptor instead of copying the bytes."""
+    return torch.empty(shape, dtype=dtype) if get_worker_info() is None else new_shared(shape, dtype)
+
+
+class BatchBuilder:
+    """Fills one batch in place, in the *wire* layout that crosses from a worker to the main process.
+
+    Wire batch: ``"pathways"`` (names, in order), ``"label"`` (int64 ndarray), ``"key"``, ``"skipped"``,
+    ``"size"`` (h, w), ``"views"`` (eval: (num_clips, flip_double), else None), and either
+    ``"heatmaps"``, one float16 tensor P×B×K×T×H×W (eval P×B×N×K×T×H×W) in shared memory, or
+    ``"kp"``/``"score"`` ndarrays P×B×M×T×V×2 / P×B×M×T×V: evaluation clips mapped, float32, with a C
+    axis after B; training clips as cut from the videos (stored dtype, the batch's own M) with
+    ``"maps"`` P×B×7 float32 (each clip's ``coef`` flattened, then 1.0 where it flips) and ``"persons"``
+    B; ``"max_persons"`` says what ``unpack`` pads M to.
+    Why: every shared-memory tensor costs a file-descriptor hand-off (a socket round trip per tensor,
+    ~2 ms here), so the big heatmaps go as ONE tensor and the small arrays travel by value through
+    the pipe (5× cheaper for a keypoint batch). ``unpack`` rebuilds the contract layout.
+    """
+
+    def __init__(self, cfg: LoaderConfig, size: int, num_clips: int | None, flip_double: bool,
+                 buffers: WorkerBuffers | None = None) -> None:
+        self.cfg, self.size, self.num_clips, self.flip_double = cfg, size, num_clips, flip_double
+        self.buffers = buffers  # a worker's recycled heatmap buffers (training), else fresh ones
+        self.pool_slot: tuple[int, int, int] | None = None
+        self.pathways = cfg.active_pathways
+        self.labels = np.zeros(size, dtype=np.int64)
+        self.keys: list[str] = []
+        self.heatmaps: torch.Tensor | None = None
+        self.kp: np.ndarray | None = None
+        self.score: np.ndarray | None = None
+        self.hw: tuple[int, int] | None = None
+        self.written: list[Written] | None = None  # a recycled ring buffer's write record
+        self.maps: np.ndarray | None = None  # training keypoint batches: each clip's map, P×B×7
+        self.persons: np.ndarray | None = None  # and its person count, B
+
+    def _alloc(self, length: int, joints: int, size: tuple[int, int]) -> None:
+        lead = (len(self.pathways), self.size)
+        h, w = size
+        if self.cfg.heatmaps_on == "workers":
+            views = () if self.num_clips is None else (self.num_clips * (2 if self.flip_double else 1),)
+            if self.buffers is None:
+                self.heatmaps = _empty((*lead, *views, joints, length, h, w), torch.float16)
+            else:  # ring buffers hold a full batch; a smaller last batch uses the front of one
+                full = (len(self.pathways), self.cfg.batch_size, *views, joints, length, h, w)
+                ring, self.pool_slot = self.buffers.take(full, torch.float16)
+                self.heatmaps, self.written = ring.tensor[:, : self.size], ring.written
+        else:
+            clips = () if self.num_clips is None else (self.num_clips,)
+            m = self.cfg.max_persons
+            self.kp = np.zeros((*lead, *clips, m, length, joints, 2), dtype=np.float32)
+            self.score = np.zeros((*lead, *clips, m, length, joints), dtype=np.float32)
+
+    def add(self, video: Video, clips: dict[str, Clip]) -> None:
+        """One video's evaluation clips (``ClipMaker.test``); training batches come whole (``add_batch``)."""
+        if self.num_clips is None:
+            raise ValueError("BatchBuilder.add takes evaluation clips; training batches go through add_batch")
+        i = len(self.keys)
+        for p, pathway in enumerate(self.pathways):
+            clip = clips[pathway]
+            if self.hw is None:
+                self.hw = clip.size
+                self._alloc(clip.keypoint.shape[-3], clip.keypoint.shape[-2], clip.size)
+            elif clip.size != self.hw:
+                raise ValueError(f"{video.shard}: sample {video.key} ({video.frame_dir!r}): {pathway} clip "
+                                 f"is {clip.size}, the batch's others are {self.hw}; the pipeline must end "
+                                 "in a fixed size")
+            if self.heatmaps is None:
+                assert self.kp is not None and self.score is not None
+                m = clip.keypoint.shape[-4]
+                self.kp[p, i, ..., :m, :, :, :] = clip.keypoint
+                self.score[p, i, ..., :m, :, :] = clip.score
+        if self.heatmaps is not None:  # test views are view-major (N = view·C + clip), as the reference
+            for p, pathway in enumerate(self.pathways):
+                clip = clips[pathway]
+                views = render_views(clip.keypoint[None], clip.score[None], clip.size, self.cfg.sigma,
+                                     self.flip_double)
+                self.heatmaps[p, i].copy_(views[0])
+        self.labels[i] = video.label
+        self.keys.append(video.key)
+
+    def add_batch(self, videos: list[Video], batch: dict[str, ClipBatch]) -> None:
+        """A whole training batch at once, from ``ClipMaker.train_batch`` (into an empty builder)."""
+        n = len(videos)
+        if self.keys or n > self.size:
+            raise ValueError(f"add_batch: {n} videos into a builder of {self.size} holding {len(self.keys)}")
+        first = batch[self.pathways[0]]
+        self.hw = first.size
+        if self.cfg.heatmaps_on == "workers":
+            length, joints = first.keypoint.shape[2:4]
+            self._alloc(length, joints, first.size)
+            # Rendered a few samples at a time, both pathways in one call, real persons only: runs of up
+            # to RENDER_CHUNK samples with the same person count. Why: a call costs ~0.4 ms of fixed
+            # overhead (a few dozen small tensor ops), ~15 % of a sample's work when each sample is a call;
+            # the whole batch in one call gains little more while its temporaries outgrow the caches.
+            h, w = first.size
+            mapped = [batch[p].mapped() for p in self.pathways]
+            kp = np.stack([k for k, _ in mapped])  # P×B×K×L×V×2
+            score = np.stack([s for _, s in mapped])
+            for i, j, m in _runs(first.persons, RENDER_CHUNK):
+                heatmaps.render_batch(kp[:, i:j, :m], score[:, i:j, :m], h, w, sigma=self.cfg.sigma,
+                                      out=self.heatmaps[:, i:j], clear=self.written is None,
+                                      written=self.written)
+        else:
+            # Keypoint batches cross as cut from the videos, in their stored dtype, with each clip's map
+            # (``to_device`` applies it on the training device): float16 PYSKL clips are half the bytes of
+            # mapped float32 coordinates. They keep the batch's own person count (often 1 of max_persons
+            # 2); ``unpack`` pads them back to max_persons.
+            clips = [batch[p] for p in self.pathways]
+            self.kp = np.stack([c.keypoint for c in clips])  # P×B×K×L×V×2
+            self.score = np.stack([c.score for c in clips])
+            self.maps = np.concatenate([np.stack([c.coef.reshape(n, 6) for c in clips]),
+                                        np.stack([c.flipped for c in clips])[..., None]], axis=2)  # P×B×7
+            self.persons = np.array(first.persons, dtype=np.int64)
+        self.labels[:n] = [video.label for video in videos]
+        self.keys = [video.key for video in videos]
+
+    def finish(self, skipped: int) -> dict[str, Any]:
+        """The wire batch of the samples added so far (a smaller last batch is a view of the buffers)."""
+        n = len(self.keys)
+        views = None if self.num_clips is None else (self.num_clips, self.flip_double)
+        wire: dict[str, Any] = {"pathways": self.pathways, "label": self.labels[:n].copy(),
+                                "key": list(self.keys), "skipped": int(skipped), "size": self.hw,
+                                "views": views}
+        if self.heatmaps is not None:
+            wire["heatmaps"] = self.heatmaps if n == self.size else self.heatmaps[:, :n]
+            wire["pool"] = self.pool_slot
+        elif self.kp is not None and self.score is not None:
+            wire["kp"], wire["score"] = self.kp[:, :n], self.score[:, :n]
+            wire["max_persons"] = self.cfg.max_persons
+            if self.maps is not None and self.persons is not None:
+                wire["maps"], wire["persons"] = self.maps[:, :n], self.persons[:n]
+        return wire
+
+
+def _runs(persons: list[int] | np.ndarray, longest: int) -> list[tuple[int, int, int]]:
+    """(start, stop, person count) of consecutive samples with the same person count, at most ``longest``
+    samples each."""
+    runs: list[tuple[int, int, int]] = []
+    for i, m in enumerate(int(p) for p in persons):
+        if runs and runs[-1][2] == m and i - runs[-1][0] < longest:
+            runs[-1] = (runs[-1][0], i + 1, m)
+        else:
+            runs.append((i, i + 1, m))
+    return runs
+
+
+def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
+    """Wire batch (``BatchBuilder.finish``) → the contract's batch layout, in the main process.
+
+    Zero-copy views; arrays that came by value are pinned here when ``pin_memory`` is set (the
+    DataLoader's pin thread pins only tensors, i.e. the heatmaps). Training keypoint batches also carry
+    ``"{pathway}_map"`` (B×7) and ``"persons"`` (B): ``data.to_device`` applies the maps
+    (``clipmap.apply_maps``) before it renders.
+    """
+    pin = pin_memory and torch.cuda.is_available()
+    label = torch.from_numpy(wire["label"])
+    batch: dict[str, Any] = {"label": label.pin_memory() if pin else label, "key": wire["key"],
+                             "skipped": wire["skipped"]}
+    if "heatmaps" in wire:
+        for p, pathway in enumerate(wire["pathways"]):
+            batch[pathway] = wire["heatmaps"][p]
+        return batch
+    kp, score = torch.from_numpy(wire["kp"]), torch.from_numpy(wire["score"])
+    axis = 2 if wire["views"] is None else 3  # the person axis of P×B(×C)×M×T×V(×2)
+    missing = wire["max_persons"] - kp.shape[axis]
+    if missing > 0:  # pad with absent persons: zeros, score 0 (they draw nothing)
+        kp, score = (torch.cat([t, t.new_zeros((*t.shape[:axis], missing, *t.shape[axis + 1:]))], axis)
+                     for t in (kp, score))
+    if pin:
+        kp, score = kp.pin_memory(), score.pin_memory()
+    for p, pathway in enumerate(wire["pathways"]):
+        batch[f"{pathway}_kp"], batch[f"{pathway}_score"] = kp[p], score[p]
+        if "maps" in wire:
+            batch[f"{pathway}_map"] = torch.from_numpy(wire["maps"][p])
+    if "maps" in wire:
+        batch["persons"] = torch.from_numpy(wire["persons"])
+    batch["size"] = wire["size"]
+    if wire["views"] is not None:
+        batch["flip_double"] = wire["views"][1]
+    return batch

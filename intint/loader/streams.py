@@ -1,0 +1,527 @@
+"""The streaming two-pathway loader: shard set → batches of both pathways' inputs (docs/architecture.md).
+
+Layout: ``train_loader`` / ``eval_loader`` wrap a torch ``DataLoader(batch_size=None)`` over an
+``IterableDataset`` whose every item is a *whole batch*, assembled inside the worker process. Each
+worker streams its own shards (``intint.shardstream``, WebDataset), decodes each video once, cuts both
+pathways' clips from it (``intint.clips``) and either renders the heatmaps itself
+(``heatmaps_on="workers"``) or ships the keypoint clips for ``to_device`` to render on the training
+device (``heatmaps_on="device"``).
+
+What crosses the process boundary, and why:
+
+* ``heatmaps_on="workers"``: heatmaps as **float16** B×K×T×H×W. Values lie in [0, 1] and the ±3σ
+  window keeps them above 0.011, where float16 is exact to 2^-11 relative, and it halves the bytes
+  of the shared-memory hand-off, the pin-memory copy and the host→device transfer;
+  ``to_device`` casts to float32 on the device.
+* ``heatmaps_on="device"``: training clips B×M×T×V×2 / B×M×T×V *as cut from the videos*, in the
+  dtype the shards store (float16 in PYSKL data), with each clip's spatial map (compact, resize, crop,
+  flip as ``x' = a·x + b`` per axis, computed in the worker from every person's bounds) that
+  ``to_device`` applies on the device in float32 (``clipmap.apply_maps``): ~5 KB per clip against
+  5 MB of float16 heatmaps, and no rounding — mapped coordinates would have to travel as float32
+  (float16 moves a Gaussian of σ = 0.6 px by up to 1/32 px, several percent of its value). Persons are
+  padded with absent slots (zeros, score 0, which draw nothing) to ``max_persons``. Evaluation clips
+  travel mapped, as float32.
+* One shared-memory tensor per batch (the heatmaps of all pathways), allocated there from the start
+  as torch's own collate does, so the hand-off passes one file descriptor, not a copy; everything
+  small travels by value (``intint.wire``: ``BatchBuilder`` explains the layout, ``unpack`` restores
+  the contract).
+  Training batches reuse a small ring of such buffers per worker (``intint.bufferpool``): fresh
+  shared memory costs more to page in than rendering into it.
+
+Training order is deterministic (``intint.loaderplan``): the shard order is shuffled by
+(seed, epoch), split by rank then by worker, each worker shuffles its raw samples with a buffer
+seeded by (seed, epoch, rank, worker) and yields a fixed quota of batches, and the DataLoader
+collects from workers round-robin. The loader's state is just ``(epoch, batches_consumed)``; a
+resumed epoch makes each worker drop the samples of its already-consumed batches *before* any
+sampling, transforms or rendering and yields exactly the batches not yet seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from intint.loader import epoch_plan
+from intint.loader.batch_transport import BatchBuilder, unpack
+from intint.loader.clip_maker import PATHWAYS, ClipMaker, render_views
+from intint.loader.shared_ring import Ledger, RingBuffer, WorkerBuffers
+from intint.pose import intensity
+from intint.pose.keypoint_maps import apply_maps
+from intint.pose.transforms import PipelineConfig
+from intint.render import heatmaps
+from intint.store import reweighted_peaks, shardio
+from intint.store.shardstream import (
+    CorruptSample,
+    ShardRef,
+    ShardUnavailable,
+    Video,
+    decode,
+    raw_samples,
+    read_peaks,
+    shard_refs,
+    shuffled,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LoaderConfig", "LoaderState", "SkipCounter", "TrainLoader", "EvalLoader", "train_loader",
+           "eval_loader", "to_device", "PATHWAYS"]
+
+
+@dataclass
+class LoaderConfig:
+    """Everything the loader needs; the fields of docs/architecture.md "Loader contract"."""
+
+    shards: str  # shard-set URL (local path or fsspec URL)
+    split: str = "train"
+    batch_size: int = 16  # per rank
+    num_workers: int = 2  # DataLoader worker processes per rank (0 = read in the main process)
+    pathways: str = "both"  # "both" | "integrity" | "intensity"
+    heatmaps_on: str = "workers"  # "workers" (render in loader processes) | "device" (ship keypoint clips)
+    clip_len: int = 48
+    intensity_mode: str = "reference"  # which precomputed columns to read
+    intensity_definition: str = "J"  # any name in intensity.DEFINITIONS, or "random" (spec §2.6)
+    jba_weights: dict[str, float] | None = None  # JBA_weighted peaks for these weights (intint.reweight)
+    jitter: int = 0  # temporal jitter of the peak in training (0 = reference)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    sigma: float = 0.6
+    max_persons: int = 2  # keypoint clips are padded/truncated to this many persons
+    seed: int = 0
+    shuffle_buffer: int = 256
+    allow_missing_shards: bool = False
+    pin_memory: bool = False
+    prefetch_factor: int = 4
+    persistent_workers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pathways not in ("both", "integrity", "intensity"):
+            raise ValueError(f"LoaderConfig.pathways must be 'both', 'integrity' or 'intensity', "
+                             f"got {self.pathways!r}")
+        if self.heatmaps_on not in ("workers", "device"):
+            raise ValueError(f"LoaderConfig.heatmaps_on must be 'workers' or 'device', "
+                             f"got {self.heatmaps_on!r}")
+        if self.intensity_definition != "random" and self.intensity_definition not in intensity.DEFINITIONS:
+            raise ValueError(f"LoaderConfig.intensity_definition must be 'random' or one of "
+                             f"{intensity.DEFINITIONS}, got {self.intensity_definition!r}")
+        for name in ("batch_size", "clip_len", "max_persons", "prefetch_factor"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LoaderConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "jitter", "seed", "shuffle_buffer"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LoaderConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.sigma <= 0:
+            raise ValueError(f"LoaderConfig.sigma must be positive, got {self.sigma}")
+        if self.jba_weights is not None and self.intensity_definition != "JBA_weighted":
+            raise ValueError("LoaderConfig.jba_weights only applies to intensity_definition 'JBA_weighted', "
+                             f"got {self.intensity_definition!r}")
+
+    @property
+    def active_pathways(self) -> tuple[str, ...]:
+        return PATHWAYS if self.pathways == "both" else (self.pathways,)
+
+    @property
+    def needs_peaks(self) -> bool:
+        return "intensity" in self.active_pathways and self.intensity_definition != "random"
+
+    @property
+    def peak_column(self) -> str:
+        return shardio.peak_column(self.intensity_mode, self.intensity_definition)
+
+
+@dataclass
+class LoaderState:
+    """Where a training loader is: the epoch and how many of its batches this rank has consumed."""
+
+    epoch: int = 0
+    batches_consumed: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> LoaderState:
+        try:
+            epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+        except (KeyError, TypeError, ValueError) as exn:
+            raise ValueError("loader state must be {'epoch': int, 'batches_consumed': int}, "
+                             f"got {state!r}") from exn
+        if epoch < 0 or consumed < 0:
+            raise ValueError(f"loader state must be non-negative, got {state!r}")
+        return cls(epoch, consumed)
+
+
+@dataclass
+class SkipCounter:
+    """Corrupt or lost samples the loader skipped, as reported by the batches that passed through.
+
+    ``total`` over the loader's life, ``by_epoch`` per training epoch (eval loaders use epoch 0).
+    Each worker also logs every skip with its key and shard (logger ``intint.data``/``shardstream``).
+    """
+
+    total: int = 0
+    by_epoch: dict[int, int] = field(default_factory=dict)
+
+    def add(self, n: int, epoch: int = 0) -> None:
+        if n:
+            self.total += n
+            self.by_epoch[epoch] = self.by_epoch.get(epoch, 0) + n
+
+
+# ------------------------------------------------------------------------------------ worker side
+
+
+def _identity(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+class _Skips:
+    """Per-reader tally of skipped samples since the last batch; only the first pass of an epoch counts."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.counting = True
+
+    def skip(self, n: int, message: str) -> None:
+        if self.counting:
+            self.pending += n
+            log.warning("skipping %d sample(s): %s", n, message)
+
+    def take(self) -> int:
+        n, self.pending = self.pending, 0
+        return n
+
+
+class _ShardReader:
+    """One reader's view of the shard set: opens shards, reads their intensity peaks once, decodes.
+
+    ``peaks`` is shard index → {key: peak}; the dataset object passes its own dict, so a persistent
+    worker reads each shard's Arrow table once for the whole run, not once per epoch.
+    """
+
+    def __init__(self, cfg: LoaderConfig, shards: list[ShardRef], num_classes: int, skips: _Skips,
+                 peaks: dict[int, dict[str, int]]) -> None:
+        self.cfg, self.shards, self.num_classes, self.skips = cfg, shards, num_classes, skips
+        self.by_index = {s.index: s for s in shards}
+        self.peaks = peaks
+        self.unavailable: set[int] = set()
+
+    def _open(self, shard: ShardRef) -> Iterator[dict[str, Any]]:
+        if shard.index in self.unavailable:
+            return
+        try:
+            if self.cfg.needs_peaks and shard.index not in self.peaks:
+                self.peaks[shard.index] = (
+                    read_peaks(shard, self.cfg.peak_column) if self.cfg.jba_weights is None
+                    else reweighted_peaks.read_shard_peaks(shard, self.cfg.intensity_mode,
+                                                           self.cfg.jba_weights))
+            yield from raw_samples(shard, self.skips.skip)
+        except ShardUnavailable as exn:
+            if not self.cfg.allow_missing_shards:
+                raise ShardUnavailable(f"{exn} (allow_missing_shards=True skips unreadable shards)") from exn
+            self.unavailable.add(shard.index)
+            self.skips.skip(max(0, shard.num_samples - exn.delivered), f"{exn}; allow_missing_shards is set")
+
+    def raw(self) -> Iterator[dict[str, Any]]:
+        """Raw samples of all this reader's shards, in shard order."""
+        for shard in self.shards:
+            yield from self._open(shard)
+
+    def decode(self, raw: dict[str, Any]) -> Video | None:
+        """The checked video, or None (counted and logged) when the sample is corrupt."""
+        shard = self.by_index[raw["__shard__"]]
+        try:
+            return decode(raw, shard.tar, self.num_classes, self.peaks.get(shard.index))
+        except CorruptSample as exn:
+            self.skips.skip(1, str(exn))
+            return None
+
+
+@dataclass
+class _Layout:
+    """What a dataset object needs to know in a worker process (picklable)."""
+
+    cfg: LoaderConfig
+    shards: list[ShardRef]
+    num_classes: int
+    rank: int
+    world_size: int
+
+
+class _TrainStream(IterableDataset):
+    """Yields this rank's training batches of one epoch; each worker process plays one reader."""
+
+    def __init__(self, layout: _Layout, plan: epoch_plan.TrainPlan, shared_state: torch.Tensor,
+                 pool_flags: torch.Tensor | None) -> None:
+        super().__init__()
+        self.layout, self.plan, self.shared_state, self.pool_flags = layout, plan, shared_state, pool_flags
+        self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
+        self.arena: dict[int, RingBuffer] = {}  # this worker's recycled heatmap buffers (bufferpool)
+
+    def _videos(self, reader: int, epoch: int, skips: _Skips) -> Iterator[tuple[str, Video]]:
+        """This reader's videos in order, endlessly: pass 0 is the epoch proper, later passes top up.
+
+        Yields ``(rng_key, video)``; top-up passes re-read the same shards, re-shuffled, and vary the
+        augmentation through the RNG key (``key#topup<p>``).
+        """
+        lay = self.layout
+        order = epoch_plan.epoch_shard_order(len(lay.shards), lay.cfg.seed, epoch)
+        mine = [lay.shards[i] for i in epoch_plan.reader_shards(order, lay.rank, lay.world_size, reader,
+                                                                 self.plan.readers)]
+        source = _ShardReader(lay.cfg, mine, lay.num_classes, skips, self.peaks)
+        for p in itertools.count():
+            skips.counting = p == 0
+            entropy = [lay.cfg.seed, epoch, lay.rank, reader, p]
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+            got = 0
+            for raw in shuffled(source.raw(), lay.cfg.shuffle_buffer, rng):
+                video = source.decode(raw)
+                if video is None:
+                    continue
+                got += 1
+                yield (video.key if p == 0 else f"{video.key}#topup{p}"), video
+            if got == 0:
+                raise RuntimeError(f"rank {lay.rank} loader worker {reader}: no readable sample in its "
+                                   f"shards {[s.tar for s in mine]}; cannot fill its quota of "
+                                   f"{self.plan.quota}")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        slot = info.id if info is not None else 0
+        epoch, consumed, generation = (int(v) for v in self.shared_state.tolist())
+        plan, cfg = self.plan, self.layout.cfg
+        buffers = (None if self.pool_flags is None
+                   else WorkerBuffers(self.pool_flags, slot, generation, self.arena))
+        reader = plan.reader_of_slot(slot, consumed)
+        skips = _Skips()
+        videos = self._videos(reader, epoch, skips)
+        try:
+            for _ in range(plan.skipped_samples(reader, consumed)):
+                next(videos)  # decoded and checked only: no sampling, transforms or rendering
+            skips.take()
+            maker = ClipMaker(cfg.active_pathways, cfg.clip_len, cfg.intensity_definition, cfg.jitter,
+                              cfg.pipeline, cfg.max_persons, cfg.seed)
+            for size in plan.batch_sizes()[plan.skipped_batches(reader, consumed):]:
+                builder = BatchBuilder(cfg, size, None, False, buffers)
+                keys, batch = zip(*(next(videos) for _ in range(size)), strict=True)
+                builder.add_batch(list(batch), maker.train_batch(list(batch), epoch, list(keys)))
+                yield builder.finish(skips.take())
+        finally:
+            videos.close()
+
+
+class _EvalStream(IterableDataset):
+    """Yields this rank's evaluation batches: its shards in order, each video once, test views."""
+
+    def __init__(self, layout: _Layout, readers: int, num_clips: int, flip_double: bool) -> None:
+        super().__init__()
+        self.layout, self.readers, self.num_clips, self.flip_double = layout, readers, num_clips, flip_double
+        self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        reader = info.id if info is not None else 0
+        lay, cfg = self.layout, self.layout.cfg
+        indices = epoch_plan.eval_reader_shards(len(lay.shards), lay.rank, lay.world_size, reader,
+                                                self.readers)
+        mine = [lay.shards[i] for i in indices]
+        skips = _Skips()
+        source = _ShardReader(cfg, mine, lay.num_classes, skips, self.peaks)
+        maker = ClipMaker(cfg.active_pathways, cfg.clip_len, cfg.intensity_definition, 0, cfg.pipeline,
+                          cfg.max_persons, cfg.seed)
+        builder = BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
+        for raw in source.raw():
+            video = source.decode(raw)
+            if video is None:
+                continue
+            builder.add(video, maker.test(video, self.num_clips))
+            if len(builder.keys) == cfg.batch_size:
+                yield builder.finish(skips.take())
+                builder = BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
+        if builder.keys:
+            yield builder.finish(skips.take())
+
+
+# ------------------------------------------------------------------------------------ main process
+
+
+def ring_slots(cfg: LoaderConfig) -> int:
+    """Recycled heatmap buffers per loader worker (``heatmaps_on="workers"``): a worker's prefetched
+    batches, the one it builds, two the training loop may still hold, and one spare. Each is a whole
+    batch (164 MB for 2 pathways × 16 clips × 17×48×56×56 float16), paged in on first use."""
+    return cfg.prefetch_factor + 4
+
+
+def _layout(cfg: LoaderConfig, rank: int, world_size: int) -> _Layout:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    manifest = shardio.read_manifest(cfg.shards)
+    if cfg.needs_peaks:
+        modes, defs = manifest.intensity.modes, manifest.intensity.definitions
+        if cfg.intensity_mode not in modes or cfg.intensity_definition not in defs:
+            raise ValueError(f"shard set {cfg.shards!r} has intensity modes {modes} and definitions {defs}; "
+                             f"it has no column {cfg.peak_column!r}")
+    return _Layout(cfg, shard_refs(cfg.shards, cfg.split, manifest), manifest.num_classes, rank, world_size)
+
+
+def _dataloader(dataset: IterableDataset, cfg: LoaderConfig, num_workers: int) -> DataLoader:
+    workers = num_workers > 0
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity,
+                      pin_memory=cfg.pin_memory, prefetch_factor=cfg.prefetch_factor if workers else None,
+                      persistent_workers=cfg.persistent_workers and workers)
+
+
+class TrainLoader:
+    """This rank's training batches; ``len`` is the batches per epoch, the same on every rank.
+
+    Epochs: ``set_epoch(e)`` moves to epoch ``e`` (and restarts it) unless the loader already is in
+    epoch ``e``, which keeps a restored mid-epoch position; iterating after an epoch was fully
+    consumed starts the next one. So both ``for e in ...: loader.set_epoch(e); for b in loader`` and a
+    bare ``for b in loader`` per epoch work, before and after ``load_state_dict``.
+    """
+
+    def __init__(self, cfg: LoaderConfig, rank: int, world_size: int) -> None:
+        self.cfg = cfg
+        self.layout = _layout(cfg, rank, world_size)
+        counts = [s.num_samples for s in self.layout.shards]
+        self.plan = epoch_plan.train_plan(counts, world_size, cfg.num_workers, cfg.batch_size, cfg.split)
+        self.state = LoaderState()
+        self.skips = SkipCounter()
+        self._generation = 0
+        self.recycled_batches = 0  # batches delivered in recycled worker buffers (intint.bufferpool)
+        # (epoch, batches consumed, generation = passes started), read by each worker when its pass starts
+        # (persistent workers hold a copy of the dataset from their first pass: attributes would not reach).
+        self._shared_state = torch.zeros(3, dtype=torch.int64).share_memory_()
+        # Heatmap buffers recycled between worker and main process (intint.bufferpool), ring_slots per worker
+        pooled = cfg.heatmaps_on == "workers" and cfg.num_workers > 0
+        self._ledger = Ledger(cfg.num_workers, ring_slots(cfg)) if pooled else None
+        stream = _TrainStream(self.layout, self.plan, self._shared_state,
+                              None if self._ledger is None else self._ledger.flags)
+        self._loader = _dataloader(stream, cfg, cfg.num_workers)
+
+    def __len__(self) -> int:
+        return self.plan.batches_per_epoch
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if epoch != self.state.epoch:
+            self.state = LoaderState(epoch, 0)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.state.to_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restored = LoaderState.from_dict(state)
+        if restored.batches_consumed > len(self):
+            raise ValueError(f"loader state has {restored.batches_consumed} batches consumed, but an epoch "
+                             f"of this loader has {len(self)} (other shards, ranks, workers or batch size?)")
+        self.state = restored
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.state.batches_consumed >= len(self):
+            self.state = LoaderState(self.state.epoch + 1, 0)
+        epoch, start = self.state.epoch, self.state.batches_consumed
+        self._generation += 1
+        self._shared_state[0], self._shared_state[1], self._shared_state[2] = epoch, start, self._generation
+        wires = iter(self._loader)
+        if self._ledger is not None:
+            self._ledger.recover(self._generation)
+        for wire in wires:
+            if self._ledger is not None:
+                self._ledger.collect()
+                if wire.get("pool") is not None:
+                    self._ledger.lend(wire["pool"], wire["heatmaps"])
+                    self.recycled_batches += 1
+            self.state.batches_consumed += 1
+            self.skips.add(wire["skipped"], epoch)
+            yield unpack(wire, self.cfg.pin_memory)
+        if self.state.batches_consumed != len(self):
+            got = self.state.batches_consumed - start
+            raise RuntimeError(f"rank {self.layout.rank}: epoch {epoch} yielded {got} batches after {start}, "
+                               f"the plan has {len(self)}; ranks would fall out of step")
+
+
+class EvalLoader:
+    """This rank's evaluation batches: each video of its shards once, in a fixed order.
+
+    ``len`` counts the batches when no sample is corrupt (skipped samples can only make it fewer).
+    """
+
+    def __init__(self, cfg: LoaderConfig, rank: int, world_size: int, num_clips: int,
+                 flip_double: bool) -> None:
+        if num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+        self.cfg, self.num_clips, self.flip_double = cfg, num_clips, flip_double
+        self.layout = _layout(cfg, rank, world_size)
+        mine = list(range(len(self.layout.shards)))[rank::world_size]
+        if not mine:
+            log.warning("eval split %r: rank %d of %d gets no shard (%d shards)", cfg.split, rank, world_size,
+                        len(self.layout.shards))
+        self.readers = min(epoch_plan.num_readers(cfg.num_workers), max(1, len(mine)))
+        counts = [self.layout.shards[i].num_samples for i in mine]
+        self._len = sum(epoch_plan.eval_batches(counts[w::self.readers], cfg.batch_size)
+                        for w in range(self.readers))
+        self.skips = SkipCounter()
+        workers = min(cfg.num_workers, self.readers)
+        stream = _EvalStream(self.layout, self.readers, num_clips, flip_double)
+        self._loader = _dataloader(stream, cfg, workers)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for wire in self._loader:
+            self.skips.add(wire["skipped"])
+            yield unpack(wire, self.cfg.pin_memory)
+
+
+def train_loader(cfg: LoaderConfig, rank: int, world_size: int) -> TrainLoader:
+    """The training loader of ``rank`` (``world_size`` ranks); raises when shards < ranks × workers."""
+    return TrainLoader(cfg, rank, world_size)
+
+
+def eval_loader(cfg: LoaderConfig, rank: int, world_size: int, *, num_clips: int = 1,
+                flip_double: bool = True) -> EvalLoader:
+    """The evaluation loader of ``rank``: every video of ``cfg.split`` exactly once across ranks, with
+    the test views of spec §4 (``num_clips`` uniform clips, ×2 with the mirrored view); batches are
+    B×N×K×T×H×W, the last one of each worker possibly smaller."""
+    return EvalLoader(cfg, rank, world_size, num_clips, flip_double)
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str, cfg: LoaderConfig) -> dict[str, Any]:
+    """The batch on ``device`` in the contract layout, heatmaps float32.
+
+    ``heatmaps_on="device"`` batches are rendered here with ``heatmaps.render_batch`` (on the GPU
+    when ``device`` is one); "workers" batches are moved as float16 and cast on the device.
+    """
+    device = torch.device(device)
+    out: dict[str, Any] = {"label": batch["label"].to(device, non_blocking=True), "key": batch["key"],
+                           "skipped": batch["skipped"]}
+    for pathway in PATHWAYS:
+        if pathway in batch:
+            out[pathway] = batch[pathway].to(device, non_blocking=True).float()
+        elif f"{pathway}_kp" in batch:
+            kp = batch[f"{pathway}_kp"].to(device, non_blocking=True)
+            score = batch[f"{pathway}_score"].to(device, non_blocking=True)
+            h, w = batch["size"]
+            if f"{pathway}_map" in batch:  # training clips as cut from the videos, with their maps
+                maps = batch[f"{pathway}_map"].to(device, non_blocking=True)
+                persons = batch["persons"].to(device, non_blocking=True)
+                flip_index = cfg.pipeline.flip_index
+                kp, score = apply_maps(kp, score, maps[:, :6], maps[:, 6] != 0, persons, flip_index)
+            if kp.ndim == 5:
+                out[pathway] = heatmaps.render_batch(kp, score, h, w, sigma=cfg.sigma)
+            else:
+                out[pathway] = render_views(kp, score, (h, w), cfg.sigma, bool(batch["flip_double"]))
+    return out

@@ -1,0 +1,381 @@
+"""Safe import and validation of PYSKL 2D skeleton annotation files (spec §1).
+
+Why a restricted unpickler: a PYSKL file is a pickle, and ``pickle.load`` runs whatever callable
+the file names. Annotation files are downloaded from third parties, so loading one must never be
+able to run code. :class:`RestrictedUnpickler` resolves only an explicit allow-list of globals
+(NumPy array/dtype/scalar reconstruction and a few plain builtins) from a table, without importing
+anything the file names, and refuses every other global with :class:`UnsafePickleError`.
+
+Why validation collects rejects instead of failing: a 30K-video dataset with three broken videos
+should still build, with the three in ``rejects.jsonl``; ``strict=True`` turns the first problem
+into an :class:`AnnotationError` instead. Every problem names the sample (``frame_dir``) and the
+field.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import io
+import pickle
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from intint.pose.skeleton import NUM_JOINTS
+from intint.store import fsio
+
+try:  # NumPy >= 2 keeps the implementation in numpy._core; 1.x in numpy.core.
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # pragma: no cover - NumPy 1.x
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
+    from numpy.core import numeric as _numeric  # type: ignore[no-redef]
+
+REQUIRED_FIELDS: tuple[str, ...] = ("frame_dir", "label", "total_frames", "img_shape", "keypoint",
+                                    "keypoint_score")
+POSE_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+# (module, name) -> object. Both the NumPy 1.x and 2.x module paths map to the objects of the
+# NumPy installed here, so files written by either load. Nothing outside this table is importable.
+_NUMPY_GLOBALS: dict[tuple[str, str], Any] = {}
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _NUMPY_GLOBALS[(_mod, "_reconstruct")] = _multiarray._reconstruct
+    _NUMPY_GLOBALS[(_mod, "scalar")] = _multiarray.scalar
+for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
+    # Protocol-5 pickles of contiguous arrays rebuild them from a raw buffer with _frombuffer.
+    _NUMPY_GLOBALS[(_mod, "_frombuffer")] = _numeric._frombuffer
+_NUMPY_GLOBALS[("numpy", "ndarray")] = np.ndarray
+_NUMPY_GLOBALS[("numpy", "dtype")] = np.dtype
+
+_SAFE_BUILTINS: dict[str, Any] = {
+    name: getattr(builtins, name)
+    for name in ("set", "frozenset", "bytearray", "bytes", "complex", "tuple", "list", "dict",
+                 "int", "float", "str", "bool")
+}
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    **_NUMPY_GLOBALS,
+    **{("builtins", n): obj for n, obj in _SAFE_BUILTINS.items()},
+    **{("__builtin__", n): obj for n, obj in _SAFE_BUILTINS.items()},  # protocol-2 files from Python 2
+    # Protocol <= 2 stores bytes (e.g. array buffers) as _codecs.encode(text, "latin1").
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The file names a global outside the allow-list; nothing from it was executed."""
+
+
+class AnnotationError(ValueError):
+    """A problem with one sample (or split entry), naming the sample and the field."""
+
+    def __init__(self, frame_dir: str | None, field: str, reason: str, split: str | None = None) -> None:
+        self.frame_dir = frame_dir
+        self.field = field
+        self.reason = reason
+        self.split = split
+        where = f" in split {split!r}" if split is not None else ""
+        super().__init__(f"sample {frame_dir!r}{where}, field {field!r}: {reason}")
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves globals only from ``allowed`` (:data:`ALLOWED_GLOBALS`; a subclass may
+    allow more for its own kind of data)."""
+
+    allowed: dict[tuple[str, str], Any] = ALLOWED_GLOBALS
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"refusing to load global {module}.{name}: annotation files may only contain dicts, "
+                "lists, strings, numbers and NumPy arrays (a pickle naming other callables could run code)"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError("refusing persistent ids in an annotation file")
+
+
+def safe_loads(data: bytes) -> Any:
+    """Unpickle ``data`` with the restricted unpickler."""
+    return RestrictedUnpickler(io.BytesIO(data)).load()
+
+
+def safe_load(url: str) -> dict:
+    """Load a PYSKL annotation pickle from a path or any fsspec URL, never executing code from it.
+
+    Checks only the top level (a dict with ``split`` and ``annotations``); per-sample checks are
+    :func:`validate`'s job.
+    """
+    data = fsio.read_bytes(url)
+    return check_top_level(safe_loads(data), source=url)
+
+
+def check_top_level(raw: Any, source: str = "<annotations>") -> dict:
+    if not isinstance(raw, dict):
+        raise AnnotationError(None, "<top level>", f"{source}: expected a dict, got {type(raw).__name__}")
+    for key in ("split", "annotations"):
+        if key not in raw:
+            raise AnnotationError(None, key, f"{source}: top-level key {key!r} is missing")
+    if not isinstance(raw["split"], dict):
+        raise AnnotationError(None, "split", f"{source}: expected a dict of split name -> list of frame_dir")
+    if not isinstance(raw["annotations"], list):
+        raise AnnotationError(None, "annotations", f"{source}: expected a list of per-video dicts")
+    return raw
+
+
+@dataclass
+class Sample:
+    """One validated video, arrays in the file's dtype (float16 or float32 kept)."""
+
+    frame_dir: str
+    label: int
+    total_frames: int
+    img_shape: tuple[int, int]
+    original_shape: tuple[int, int]
+    keypoint: np.ndarray  # M×T×V×2
+    keypoint_score: np.ndarray  # M×T×V
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A rejected sample or split entry; ``split`` is None when no split lists it."""
+
+    frame_dir: str
+    split: str | None
+    field: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"frame_dir": self.frame_dir, "split": self.split, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class Validated:
+    """What :func:`validate` found.
+
+    ``samples``: valid samples by frame_dir, in file order. ``splits``: per selected split, the
+    frame_dirs that will be written, in split-list order. ``listed``: per split, the entries the file
+    lists (= written + rejected). ``inputs``: annotation count. ``unselected``: valid annotations
+    listed only by splits not selected. ``nonfinite``: joints turned absent because of NaN/inf.
+    """
+
+    samples: dict[str, Sample]
+    splits: dict[str, list[str]]
+    listed: dict[str, int]
+    rejects: list[Reject]
+    inputs: int
+    nonfinite: int
+    unselected: int = 0
+    rejected_inputs: int = 0
+    split_rejects: dict[str, int] = field(default_factory=dict)
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.integer):
+        return int(value)
+    return None
+
+
+def _as_shape(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return None
+    ints = [_as_int(v) for v in value]
+    if any(v is None or v <= 0 for v in ints):
+        return None
+    return (ints[0], ints[1])  # type: ignore[return-value]
+
+
+def sample_id(ann: Any, index: int) -> str | None:
+    """The video id: ``frame_dir``, or ``filename`` as PYSKL's loader also accepts; None if absent."""
+    if isinstance(ann, dict):
+        for key in ("frame_dir", "filename"):
+            if isinstance(ann.get(key), str) and ann[key]:
+                return ann[key]
+    return None
+
+
+def check_sample(ann: dict, frame_dir: str, num_classes: int | None) -> tuple[Sample, int]:
+    """Validate one annotation dict; returns the sample and the number of joints made absent.
+
+    Raises :class:`AnnotationError` naming ``frame_dir`` and the field. Non-finite coordinates or
+    scores are not an error: those joints become absent (coords 0, score 0) and are counted.
+    """
+    for name in REQUIRED_FIELDS:
+        if name == "frame_dir":
+            continue
+        if name not in ann:
+            raise AnnotationError(frame_dir, name, "field is missing")
+    kp, score = ann["keypoint"], ann["keypoint_score"]
+    for name, arr in (("keypoint", kp), ("keypoint_score", score)):
+        if not isinstance(arr, np.ndarray):
+            raise AnnotationError(frame_dir, name, f"expected a NumPy array, got {type(arr).__name__}")
+        if arr.dtype not in POSE_DTYPES:
+            raise AnnotationError(frame_dir, name, f"dtype {arr.dtype} is not float16/float32/float64")
+    if kp.ndim != 4 or kp.shape[-1] != 2:
+        raise AnnotationError(frame_dir, "keypoint", f"shape {kp.shape} is not M×T×V×2")
+    m, t, v, _ = kp.shape
+    if v != NUM_JOINTS:
+        raise AnnotationError(frame_dir, "keypoint", f"V = {v} joints, expected {NUM_JOINTS} (COCO-17)")
+    if t == 0:
+        raise AnnotationError(frame_dir, "keypoint", "T = 0 frames")
+    if m == 0:
+        raise AnnotationError(frame_dir, "keypoint", "M = 0 person slots")
+    if score.shape != kp.shape[:3]:
+        raise AnnotationError(frame_dir, "keypoint_score",
+                              f"shape {score.shape} disagrees with keypoint {kp.shape} "
+                              f"(expected {kp.shape[:3]})")
+    total = _as_int(ann["total_frames"])
+    if total is None:
+        raise AnnotationError(frame_dir, "total_frames", f"expected an int, got {ann['total_frames']!r}")
+    if total != t:
+        raise AnnotationError(frame_dir, "total_frames", f"{total} disagrees with keypoint T = {t}")
+    label = _as_int(ann["label"])
+    if label is None:
+        raise AnnotationError(frame_dir, "label", f"expected an int, got {ann['label']!r}")
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+        raise AnnotationError(frame_dir, "label", f"{label} is out of range {bound}")
+    img_shape = _as_shape(ann["img_shape"])
+    if img_shape is None:
+        raise AnnotationError(frame_dir, "img_shape",
+                              f"expected (h, w) positive ints, got {ann['img_shape']!r}")
+    original_shape = img_shape
+    if "original_shape" in ann:
+        original_shape = _as_shape(ann["original_shape"])  # type: ignore[assignment]
+        if original_shape is None:
+            raise AnnotationError(frame_dir, "original_shape",
+                                  f"expected (h, w) positive ints, got {ann['original_shape']!r}")
+    if score.dtype != kp.dtype:
+        score = score.astype(kp.dtype)
+    bad = ~(np.isfinite(kp).all(axis=-1) & np.isfinite(score))
+    nonfinite = int(bad.sum())
+    if nonfinite:
+        kp = kp.copy()
+        score = score.copy()
+        kp[bad] = 0
+        score[bad] = 0
+    sample = Sample(frame_dir=frame_dir, label=label, total_frames=t, img_shape=img_shape,
+                    original_shape=original_shape, keypoint=np.ascontiguousarray(kp),
+                    keypoint_score=np.ascontiguousarray(score))
+    return sample, nonfinite
+
+
+def _check_splits(raw_split: Mapping[Any, Any]) -> dict[str, list[str]]:
+    splits: dict[str, list[str]] = {}
+    for name, entries in raw_split.items():
+        if not isinstance(name, str):
+            raise AnnotationError(None, "split", f"split name {name!r} is not a string")
+        if not isinstance(entries, (list, tuple)):
+            raise AnnotationError(None, "split", f"split {name!r} is not a list of frame_dir strings")
+        for e in entries:
+            if not isinstance(e, str):
+                raise AnnotationError(repr(e), "split", f"split {name!r} lists a non-string entry",
+                                      split=name)
+        splits[name] = list(entries)
+    return splits
+
+
+def validate(raw: dict, num_classes: int | None = None, splits: Iterable[str] | None = None,
+             strict: bool = False) -> Validated:
+    """Validate a loaded annotation dict; see the module docstring for reject vs strict.
+
+    ``splits`` selects the splits to build (default: all in the file, in file order); naming one
+    the file lacks is an error. Every entry of a selected split ends either in ``Validated.splits``
+    or in ``rejects`` (one line per split that lists a bad sample), and every annotation that no
+    split lists is rejected with ``split=None``.
+    """
+    raw = check_top_level(raw)
+    all_splits = _check_splits(raw["split"])
+    selected = list(all_splits) if splits is None else list(splits)
+    unknown = [s for s in selected if s not in all_splits]
+    if unknown:
+        raise ValueError(f"split(s) {unknown} not in the annotation file; it has {sorted(all_splits)}")
+    if len(set(selected)) != len(selected):
+        raise ValueError(f"split selection {selected} names a split twice")
+
+    anns: list[Any] = raw["annotations"]
+    listed_anywhere = {fd for entries in all_splits.values() for fd in entries}
+    listed_selected = {fd for s in selected for fd in all_splits[s]}
+    id_counts = Counter(sample_id(a, i) for i, a in enumerate(anns))
+
+    rejects: list[Reject] = []
+    samples: dict[str, Sample] = {}
+    problems: dict[str, AnnotationError] = {}  # frame_dir -> why the sample cannot be written
+    nonfinite = 0
+    unselected = 0
+    rejected_inputs = 0
+
+    def reject(err: AnnotationError, split: str | None) -> None:
+        if strict:
+            raise AnnotationError(err.frame_dir, err.field, err.reason, split=split)
+        rejects.append(Reject(err.frame_dir or "", split, err.field, err.reason))
+
+    for i, ann in enumerate(anns):
+        fd = sample_id(ann, i)
+        if fd is None:
+            what = ("annotation is not a dict" if not isinstance(ann, dict)
+                    else "field is missing or not a string")
+            reject(AnnotationError(f"<annotations[{i}]>", "frame_dir", what), None)
+            rejected_inputs += 1
+            continue
+        if fd not in listed_anywhere:
+            reject(AnnotationError(fd, "split", "annotation is in no split"), None)
+            rejected_inputs += 1
+            continue
+        if fd not in listed_selected:
+            unselected += 1
+            continue
+        try:
+            if id_counts[fd] > 1:
+                raise AnnotationError(fd, "frame_dir",
+                                      f"duplicate frame_dir: {id_counts[fd]} annotations share it")
+            sample, bad = check_sample(ann, fd, num_classes)
+        except AnnotationError as err:
+            if strict:
+                raise
+            problems[fd] = err
+            rejected_inputs += 1
+            continue
+        samples[fd] = sample
+        nonfinite += bad
+
+    out_splits: dict[str, list[str]] = {}
+    listed: dict[str, int] = {}
+    split_rejects: dict[str, int] = {}
+    for s in selected:
+        entries = all_splits[s]
+        listed[s] = len(entries)
+        seen: set[str] = set()
+        keep: list[str] = []
+        n_rej = 0
+        for fd in entries:
+            if fd in seen:
+                reject(AnnotationError(fd, "split", f"listed more than once in split {s!r}"), s)
+                n_rej += 1
+            elif fd in problems:
+                reject(problems[fd], s)
+                n_rej += 1
+            elif fd not in samples:
+                reject(AnnotationError(fd, "split", f"split {s!r} names a frame_dir with no annotation"), s)
+                n_rej += 1
+            else:
+                keep.append(fd)
+            seen.add(fd)
+        out_splits[s] = keep
+        split_rejects[s] = n_rej
+    return Validated(samples=samples, splits=out_splits, listed=listed, rejects=rejects, inputs=len(anns),
+                     nonfinite=nonfinite, unselected=unselected, rejected_inputs=rejected_inputs,
+                     split_rejects=split_rejects)
+

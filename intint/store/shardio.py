@@ -1,0 +1,432 @@
+"""The shard-set format (docs/architecture.md, format_version 1): write, read, manifest, verify.
+
+One module owns the bytes on disk so the builder, the loader, ``intint inspect`` and the tests agree
+on them. Writing is deterministic (fixed member order, mtime 0, uid/gid 0, empty owner names,
+``sort_keys`` JSON, no timestamps) so a rebuild from the same input and seed is byte-identical and
+the manifest's SHA-256 values identify a build. Reading never unpickles: ``.npy`` members are read
+with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from intint.pose.annotations import Reject, Sample
+from intint.store import fsio
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+REJECTS_NAME = "rejects.jsonl"
+MEMBER_SUFFIXES: tuple[str, ...] = ("keypoint.npy", "keypoint_score.npy", "json")
+META_COLUMNS: tuple[str, ...] = ("key", "frame_dir", "label", "total_frames")
+
+
+class ShardFormatError(ValueError):
+    """A shard set does not match format_version 1 (names the file and what is wrong)."""
+
+
+def sample_key(frame_dir: str) -> str:
+    """WebDataset key of a video: ``k`` + first 16 hex of sha1(frame_dir).
+
+    frame_dir values contain dots and slashes, which WebDataset would read as extension and folder
+    separators; a hash keeps keys safe, fixed-length and unique enough (64 bits).
+    """
+    return "k" + hashlib.sha1(frame_dir.encode("utf-8")).hexdigest()[:16]
+
+
+def shard_names(split: str, index: int) -> tuple[str, str]:
+    """File names of shard ``index`` of ``split``: (tar, arrow)."""
+    stem = f"{split}-{index:06d}"
+    return f"{stem}.tar", f"{stem}.intensity.arrow"
+
+
+def curve_column(mode: str, definition: str) -> str:
+    return f"{mode}/{definition}"
+
+
+def peak_column(mode: str, definition: str) -> str:
+    return f"peak/{mode}/{definition}"
+
+
+# ---------------------------------------------------------------------------------------- manifest
+
+
+@dataclass
+class ShardEntry:
+    tar: str
+    arrow: str
+    num_samples: int
+    sha256: dict[str, str]  # {"tar": hex, "arrow": hex}
+
+
+@dataclass
+class SplitInfo:
+    num_samples: int
+    shards: list[ShardEntry]
+
+
+@dataclass
+class IntensityInfo:
+    modes: list[str]
+    definitions: list[str]
+    jba_weights: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    """``manifest.json`` as a typed object; ``to_json``/``from_json`` round-trip it exactly."""
+
+    dataset: str
+    classes: list[str]
+    splits: dict[str, SplitInfo]
+    intensity: IntensityInfo
+    build_args: dict[str, Any]
+    rejects: int
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["num_classes"] = self.num_classes
+        return d
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), sort_keys=True, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], source: str = MANIFEST_NAME) -> Manifest:
+        try:
+            version = d["format_version"]
+            if version != FORMAT_VERSION:
+                raise ShardFormatError(
+                    f"{source}: format_version {version}, this code reads {FORMAT_VERSION}")
+            splits = {
+                name: SplitInfo(
+                    num_samples=int(s["num_samples"]),
+                    shards=[ShardEntry(tar=e["tar"], arrow=e["arrow"], num_samples=int(e["num_samples"]),
+                                       sha256=dict(e["sha256"])) for e in s["shards"]])
+                for name, s in d["splits"].items()
+            }
+            it = d["intensity"]
+            m = cls(dataset=d["dataset"], classes=list(d["classes"]), splits=splits,
+                    intensity=IntensityInfo(modes=list(it["modes"]), definitions=list(it["definitions"]),
+                                            jba_weights=dict(it.get("jba_weights", {}))),
+                    build_args=dict(d["build_args"]), rejects=int(d["rejects"]), format_version=version)
+        except (KeyError, TypeError) as e:
+            raise ShardFormatError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from e
+        if d.get("num_classes", m.num_classes) != m.num_classes:
+            raise ShardFormatError(
+                f"{source}: num_classes {d['num_classes']} != len(classes) {m.num_classes}")
+        return m
+
+
+def manifest_url(url: str) -> str:
+    """The manifest of a shard set given its folder URL (or the manifest URL itself)."""
+    return url if url.rstrip("/").endswith(MANIFEST_NAME) else fsio.join(url, MANIFEST_NAME)
+
+
+def root_url(url: str) -> str:
+    u = url.rstrip("/")
+    return u[: -len(MANIFEST_NAME) - 1] if u.endswith("/" + MANIFEST_NAME) else u
+
+
+def read_manifest(url: str) -> Manifest:
+    """Read ``manifest.json`` of the shard set at ``url`` (folder or manifest URL)."""
+    murl = manifest_url(url)
+    try:
+        data = fsio.read_bytes(murl)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no shard set at {root_url(url)!r}: {murl} does not exist") from None
+    return Manifest.from_json(json.loads(data), source=murl)
+
+
+def write_manifest(url: str, manifest: Manifest) -> str:
+    return fsio.atomic_write(manifest_url(url), manifest.dumps())
+
+
+def write_rejects(url: str, rejects: Sequence[Reject]) -> str:
+    data = b"".join((json.dumps(r.to_json(), sort_keys=True) + "\n").encode() for r in rejects)
+    return fsio.atomic_write(fsio.join(root_url(url), REJECTS_NAME), data)
+
+
+def shard_urls(url: str, split: str, manifest: Manifest | None = None) -> list[tuple[str, str, int]]:
+    """``[(tar_url, arrow_url, num_samples), ...]`` of one split, in shard-index order."""
+    manifest = manifest or read_manifest(url)
+    if split not in manifest.splits:
+        raise KeyError(
+            f"split {split!r} not in shard set {root_url(url)!r}; it has {sorted(manifest.splits)}")
+    root = root_url(url)
+    return [(fsio.join(root, e.tar), fsio.join(root, e.arrow), e.num_samples)
+            for e in manifest.splits[split].shards]
+
+
+# ---------------------------------------------------------------------------------------- tar
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def sample_meta(sample: Sample) -> dict[str, Any]:
+    return {"frame_dir": sample.frame_dir, "label": int(sample.label),
+            "total_frames": int(sample.total_frames), "img_shape": list(sample.img_shape),
+            "original_shape": list(sample.original_shape)}
+
+
+def encode_sample(sample: Sample) -> list[tuple[str, bytes]]:
+    """The tar members of one video, in the fixed order of :data:`MEMBER_SUFFIXES`."""
+    key = sample_key(sample.frame_dir)
+    meta = json.dumps(sample_meta(sample), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return [(f"{key}.keypoint.npy", _npy_bytes(sample.keypoint)),
+            (f"{key}.keypoint_score.npy", _npy_bytes(sample.keypoint_score)),
+            (f"{key}.json", meta)]
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.mtime = 0
+    ti.mode = 0o644
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    ti.type = tarfile.REGTYPE
+    return ti
+
+
+def write_tar(url: str, samples: Sequence[Sample]) -> str:
+    """Write a WebDataset tar of ``samples`` (in order) atomically; returns its SHA-256."""
+    with fsio.atomic_open(url) as f:
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[arg-type]
+            for sample in samples:
+                for name, data in encode_sample(sample):
+                    tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+    return f.hexdigest()
+
+
+def _load_npy(data: bytes, where: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        raise ShardFormatError(f"{where}: not a plain .npy array ({e})") from e
+
+
+def iter_tar(url: str) -> Iterator[dict[str, Any]]:
+    """Decode a shard tar with the standard library: per video a dict of the JSON fields plus
+    ``key``, ``keypoint`` and ``keypoint_score`` (stored dtype). Raises on a member that is missing
+    or out of place, naming the tar and key."""
+    fs, path = fsio.url_to_fs(url)
+    with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        current: dict[str, bytes] = {}
+        key: str | None = None
+        for member in tar:
+            if not member.isfile():
+                raise ShardFormatError(f"{url}: member {member.name!r} is not a regular file")
+            k, _, suffix = member.name.partition(".")
+            if k != key:
+                if key is not None:
+                    yield _decode(url, key, current)
+                key, current = k, {}
+            fobj = tar.extractfile(member)
+            assert fobj is not None
+            current[suffix] = fobj.read()
+        if key is not None:
+            yield _decode(url, key, current)
+
+
+def _decode(url: str, key: str, members: dict[str, bytes]) -> dict[str, Any]:
+    missing = [s for s in MEMBER_SUFFIXES if s not in members]
+    extra = [s for s in members if s not in MEMBER_SUFFIXES]
+    if missing or extra:
+        raise ShardFormatError(f"{url}: sample {key}: members missing {missing}, unexpected {extra}")
+    meta = json.loads(members["json"])
+    where = f"{url}: sample {key} ({meta.get('frame_dir')!r})"
+    out: dict[str, Any] = {"key": key, **meta}
+    out["keypoint"] = _load_npy(members["keypoint.npy"], f"{where} keypoint")
+    out["keypoint_score"] = _load_npy(members["keypoint_score.npy"], f"{where} keypoint_score")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- arrow
+
+
+def _numeric_array(values: np.ndarray) -> pa.Array:
+    """Zero-copy Arrow array of a 1-D NumPy array. (``pa.array`` would import pandas, ~0.5 s in
+    every fresh worker process, for nothing.)"""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _string_array(values: Sequence[str]) -> pa.Array:
+    data = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum([len(d) for d in data], out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(data),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+def intensity_table(samples: Sequence[Sample], curves: Sequence[Mapping[str, np.ndarray]],
+                    peaks: Sequence[Mapping[str, int]], columns: Sequence[str]) -> pa.Table:
+    """The ``.intensity.arrow`` table: meta columns, one ``list<float32>`` column per name in
+    ``columns`` (``"{mode}/{definition}"``), then the int32 ``"peak/..."`` columns in the same order.
+
+    Lists are assembled from one concatenated float32 buffer and an offsets array, not per row.
+    """
+    lengths = np.array([s.total_frames for s in samples], dtype=np.int64)
+    offsets = _numeric_array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    arrays: dict[str, pa.Array] = {
+        "key": _string_array([sample_key(s.frame_dir) for s in samples]),
+        "frame_dir": _string_array([s.frame_dir for s in samples]),
+        "label": _numeric_array(np.array([s.label for s in samples], dtype=np.int32)),
+        "total_frames": _numeric_array(lengths.astype(np.int32)),
+    }
+    for col in columns:
+        flat = (np.concatenate([np.asarray(c[col], dtype=np.float32) for c in curves]) if curves
+                else np.zeros(0, np.float32))
+        arrays[col] = pa.ListArray.from_arrays(offsets, _numeric_array(flat))
+    for col in columns:
+        arrays["peak/" + col] = _numeric_array(np.array([p[col] for p in peaks], dtype=np.int32))
+    return pa.Table.from_arrays(list(arrays.values()), names=list(arrays))
+
+
+def write_intensity(url: str, table: pa.Table) -> str:
+    """Write an Arrow IPC *file* (uncompressed, so a local reader can memory-map it) atomically."""
+    with fsio.atomic_open(url) as f:
+        sink = pa.PythonFile(f, mode="w")  # type: ignore[arg-type]
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    return f.hexdigest()
+
+
+def read_intensity(arrow_url: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read an ``.intensity.arrow`` table (memory-mapped when local), optionally some columns only."""
+    if fsio.is_local(arrow_url):
+        _, path = fsio.url_to_fs(arrow_url)
+        table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+    else:
+        table = pa.ipc.open_file(pa.BufferReader(fsio.read_bytes(arrow_url))).read_all()
+    if columns is None:
+        return table
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise KeyError(f"{arrow_url}: no column(s) {missing}; it has {table.column_names}")
+    return table.select(list(columns))
+
+
+# ---------------------------------------------------------------------------------------- shard
+
+
+def write_shard(tar_url: str, arrow_url: str, samples: Sequence[Sample],
+                curves: Sequence[Mapping[str, np.ndarray]], peaks: Sequence[Mapping[str, int]],
+                columns: Sequence[str]) -> dict[str, str]:
+    """Write one shard (tar + intensity table, same video order); returns their SHA-256 values."""
+    if not (len(samples) == len(curves) == len(peaks)):
+        raise ValueError(
+            f"{tar_url}: {len(samples)} samples but {len(curves)} curve rows, {len(peaks)} peaks")
+    return {"tar": write_tar(tar_url, samples),
+            "arrow": write_intensity(arrow_url, intensity_table(samples, curves, peaks, columns))}
+
+
+# ---------------------------------------------------------------------------------------- verify
+
+
+@dataclass
+class ShardCheck:
+    split: str
+    tar: str
+    arrow: str
+    expected: int
+    tar_samples: int
+    arrow_rows: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    shards: list[ShardCheck]
+    problems: list[str]  # set-level problems (manifest, rejects.jsonl)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(s.ok for s in self.shards)
+
+
+def _check_shard(root: str, split: str, entry: ShardEntry, manifest: Manifest) -> ShardCheck:
+    check = ShardCheck(split, entry.tar, entry.arrow, entry.num_samples, 0, 0, [])
+    tar_url, arrow_url = fsio.join(root, entry.tar), fsio.join(root, entry.arrow)
+    for kind, url in (("tar", tar_url), ("arrow", arrow_url)):
+        try:
+            digest = fsio.sha256_url(url)
+        except FileNotFoundError:
+            check.problems.append(f"{url}: missing")
+            continue
+        if digest != entry.sha256.get(kind):
+            want = entry.sha256.get(kind, "")
+            check.problems.append(f"{url}: sha256 {digest[:12]}… != manifest {want[:12]}…")
+    if check.problems:
+        return check
+    try:
+        tar_keys = [s["key"] for s in iter_tar(tar_url)]
+        table = read_intensity(arrow_url)
+    except (ShardFormatError, tarfile.TarError, pa.ArrowInvalid, json.JSONDecodeError) as e:
+        check.problems.append(f"unreadable: {e}")
+        return check
+    check.tar_samples, check.arrow_rows = len(tar_keys), table.num_rows
+    if len(tar_keys) != entry.num_samples:
+        check.problems.append(f"{entry.tar}: {len(tar_keys)} samples, manifest says {entry.num_samples}")
+    if table.num_rows != entry.num_samples:
+        check.problems.append(f"{entry.arrow}: {table.num_rows} rows, manifest says {entry.num_samples}")
+    if table.column("key").to_pylist() != tar_keys:
+        check.problems.append(f"{entry.arrow}: row keys are not the tar's keys in the tar's order")
+    info = manifest.intensity
+    expected_cols = [curve_column(m, d) for m in info.modes for d in info.definitions]
+    have = set(table.column_names)
+    missing = [c for c in expected_cols if c not in have or "peak/" + c not in have]
+    if missing:
+        check.problems.append(f"{entry.arrow}: missing intensity column(s) {missing}")
+    return check
+
+
+def verify(url: str) -> VerifyReport:
+    """Re-read every file of a shard set against its checksum and count its samples.
+
+    Checks, per shard: both files exist and match the manifest SHA-256; tar samples and arrow rows
+    equal the manifest count; the arrow rows follow the tar's key order; all intensity columns are
+    there. Per split: shard counts sum to the split count. And ``rejects.jsonl`` has ``rejects`` lines.
+    """
+    manifest = read_manifest(url)
+    root = root_url(url)
+    report = VerifyReport(shards=[], problems=[])
+    for split, info in manifest.splits.items():
+        total = sum(e.num_samples for e in info.shards)
+        if total != info.num_samples:
+            report.problems.append(
+                f"split {split!r}: shards hold {total} samples, manifest says {info.num_samples}")
+        for entry in info.shards:
+            report.shards.append(_check_shard(root, split, entry, manifest))
+    rurl = fsio.join(root, REJECTS_NAME)
+    try:
+        lines = [ln for ln in fsio.read_bytes(rurl).splitlines() if ln.strip()]
+        if len(lines) != manifest.rejects:
+            report.problems.append(f"{REJECTS_NAME}: {len(lines)} lines, manifest says {manifest.rejects}")
+    except FileNotFoundError:
+        report.problems.append(f"{rurl}: missing")
+    return report
+
