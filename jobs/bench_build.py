@@ -24,7 +24,9 @@ import numpy as np
 # Run from a checkout without relying on an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intint import build, intensity, synthetic  # noqa: E402
+from intint import synthetic  # noqa: E402
+from intint.pose import intensity
+from intint.store import build
 
 
 def _digests(folder: Path) -> dict[str, str]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from intint.heatmaps import EPS, render
+from intint.render.heatmaps import EPS, render
 
 NUM_JOINTS = 17
 

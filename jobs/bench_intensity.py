@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intint import intensity  # noqa: E402
-from intint.skeleton import NUM_JOINTS  # noqa: E402
+from intint.pose.skeleton import NUM_JOINTS  # noqa: E402
 
 SIZES = ((1, 150), (3, 600))
 # A ~500 px tall COCO-17 person (x, y relative to the hip midpoint), as in spec §10.1.

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_loader import build_shards  # noqa: E402
 
-from intint import shardio, shardstream  # noqa: E402
+from intint import shardstream  # noqa: E402
+from intint.store import shardio
 
 
 def reader(url: str, chunk: int | None) -> Callable[[], int]:

@@ -27,9 +27,9 @@ from types import ModuleType
 
 import numpy as np
 
-from intint import sampling, transforms
-from intint.clips import ClipMaker
-from intint.shardstream import Video
+from intint.loader.clip_maker import ClipMaker
+from intint.pose import sampling, transforms
+from intint.store.shardstream import Video
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from intint import intensity, sampling
-from intint.demo_data import DEMO_CLASSES, DEMO_COUNT_CLASSES, DemoConfig, generate_demo
+from intint.demo.dataset import DEMO_CLASSES, DEMO_COUNT_CLASSES, DemoConfig, generate_demo
+from intint.pose import intensity, sampling
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intint.config import EvaluateConfig  # noqa: E402
-from intint.inference import evaluate_checkpoint, flat_metrics  # noqa: E402
+from intint.eval.distributed import evaluate_checkpoint, flat_metrics  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

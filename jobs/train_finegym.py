@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intint.config import parse_args  # noqa: E402
-from intint.train import run  # noqa: E402
+from intint.train.loop import run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,9 +51,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from intint.loader import epoch_plan
 from intint.loader.batch_transport import BatchBuilder, unpack
 from intint.loader.clip_maker import PATHWAYS, ClipMaker, render_views
+from intint.loader.device import apply_maps
 from intint.loader.shared_ring import Ledger, RingBuffer, WorkerBuffers
 from intint.pose import intensity
-from intint.pose.keypoint_maps import apply_maps
 from intint.pose.transforms import PipelineConfig
 from intint.render import heatmaps
 from intint.store import reweighted_peaks, shardio

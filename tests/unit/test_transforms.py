@@ -275,7 +275,7 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str
     """The loader's batched hot path (ClipMaker.train_batch) must give every clip exactly what the
     per-clip path gives: same draws, same box, same flip, persons truncated after framing, padding 0."""
     from intint.loader.clip_maker import ClipMaker
-    from intint.pose.keypoint_maps import apply_maps
+    from intint.loader.device import apply_maps
 
     rng = np.random.default_rng(3)
     videos = [_video(rng, f"v{i}", persons=int(rng.integers(1, 4)), frames=int(rng.integers(20, 150)),
@@ -310,7 +310,7 @@ def test_batched_train_clips_equal_the_per_clip_path_bit_for_bit(definition: str
 
 
 def test_batched_train_pipeline_checks_its_arguments() -> None:
-    from intint.pose.keypoint_maps import apply_maps
+    from intint.loader.device import apply_maps
 
     pipe = train_pipeline(PipelineConfig())
     rows = np.zeros((2, 2, 1, 4, 17), np.float32)
