@@ -1,8 +1,11 @@
 """The ``intint`` command: a thin dispatcher from command-line options to library calls.
 
-Each command only parses options into a typed config, calls one library function and prints its
-result, so the logic stays importable and testable; other commands (train, evaluate, predict, demo)
-are added here the same way.
+Each command only parses options into a typed config, calls one library function and shows its
+result, so the logic stays importable and testable: build-shards, inspect, train, evaluate, predict,
+demo and ablate. The jobs/ scripts are thin wrappers over the same library functions (for `ray job
+submit`). Library code logs through the "intint" logger, which the command sends to stdout; what is
+meant for the person at the terminal (tables, summaries) is echoed here. `train`, `evaluate` and
+`ablate` hand their options to the typed configs (tyro), so `intint train --help` lists every field.
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ import typer
 
 app = typer.Typer(help="Int&Int two-pathway skeleton action recognition.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
+# Commands whose options are a typed config parsed by tyro: every flag (--help too) goes to the config.
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.callback()
+def _setup() -> None:
+    from intint.train.logs import configure_logging
+
+    configure_logging()
 
 
 def _fail(message: str) -> typer.Exit:
@@ -25,19 +37,6 @@ def _names(values: list[str] | None) -> tuple[str, ...] | None:
     if not values:
         return None
     return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
-
-
-def _accuracies(text: str | None) -> dict[str, float] | None:
-    """``"J=69.3,B=68.7,A=70.3"`` → ``{"J": 69.3, ...}``."""
-    if not text:
-        return None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError(f"--jba-accuracies: expected NAME=VALUE pairs, got {part!r}")
-        out[name.strip()] = float(value)
-    return out
 
 
 @app.command("build-shards")
@@ -66,13 +65,16 @@ def build_shards(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing shard set.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     synthetic: Annotated[int | None, typer.Option(
-        help="Build from N generated videos (intint.synthetic) instead of a file.")] = None,
+        help="Build from N generated videos (intint.testing.synthetic) instead of a file.")] = None,
 ) -> None:
     """Build a shard set (WebDataset tars + Arrow intensity tables + manifest) from PYSKL annotations."""
+    from intint.config import parse_key_values
     from intint.pose import intensity
-    from intint.pose.annotations import AnnotationError, UnsafePickleError
+    from intint.pose.annotations import AnnotationError
+    from intint.pose.safe_pickle import UnsafePickleError
     from intint.store import build
     from intint.testing import synthetic as synth
+    from intint.train import shard_tasks
 
     if not output:
         raise _fail("--output is required")
@@ -90,9 +92,10 @@ def build_shards(
         cfg = build.BuildConfig(
             input=source, output=output, classes=classes, num_classes=num_classes, dataset=dataset,
             splits=_names(splits), shard_size=shard_size, num_shards=num_shards, seed=seed,
-            modes=_names(modes) or intensity.MODES, jba_accuracies=_accuracies(jba_accuracies),
-            workers=workers, ray=ray, strict=strict, overwrite=overwrite, progress=progress)
-        summary = build.build(cfg, raw=raw)
+            modes=_names(modes) or intensity.MODES,
+            jba_accuracies=parse_key_values(jba_accuracies, "--jba-accuracies"), workers=workers,
+            strict=strict, overwrite=overwrite, progress=progress)
+        summary = build.build(cfg, raw=raw, run_tasks=shard_tasks.run_ray if ray else build.run_local)
     except (AnnotationError, UnsafePickleError, ValueError, FileExistsError, FileNotFoundError) as e:
         raise _fail(str(e)) from None
     typer.echo("\n".join(summary.lines()))
@@ -106,7 +109,7 @@ def inspect(
         help="Re-read every file against its checksum and count samples; exit 1 on mismatch.")] = False,
 ) -> None:
     """Summarise a shard set's manifest; with --verify, check every file."""
-    from intint.store import shardio
+    from intint.store import shard_verify, shardio
 
     try:
         m = shardio.read_manifest(shards)
@@ -124,7 +127,7 @@ def inspect(
     typer.echo("\n".join(lines))
     if not verify:
         return
-    report = shardio.verify(shards)
+    report = shard_verify.verify(shards)
     for problem in report.problems + [p for s in report.shards for p in s.problems]:
         typer.echo(f"MISMATCH {problem}", err=True)
     n_samples = sum(s.tar_samples for s in report.shards)
@@ -154,7 +157,8 @@ def demo(
         result = demo_mod.run_demo(opts, echo=typer.echo)
     except (ValueError, FileExistsError) as e:
         raise _fail(str(e)) from None
-    demo_mod.print_table(result.results, f"demo test split ({result.results['fused']['num_samples']} videos)")
+    _echo_results(demo_mod.results_table(result.results),
+                  f"demo test split ({result.results['fused']['num_samples']} videos)")
     typer.echo(f"results: {result.out / 'results.json'}; checkpoint: {result.checkpoint}")
     typer.echo("pictures: " + ", ".join(p.name for p in result.pictures))
     typer.echo("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
@@ -173,7 +177,8 @@ def predict(
 ) -> None:
     """Top classes of one video for each pathway and fused."""
     from intint.eval import predict as predict_mod
-    from intint.pose.annotations import AnnotationError, UnsafePickleError
+    from intint.pose.annotations import AnnotationError
+    from intint.pose.safe_pickle import UnsafePickleError
 
     try:
         pred = predict_mod.predict_file(checkpoint, annotations, key, classes=classes, device=device)
@@ -182,32 +187,62 @@ def predict(
     typer.echo(predict_mod.format_prediction(pred, top))
 
 
-@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("train", context_settings=PASS_THROUGH, add_help_option=False)
 def train(
     ctx: typer.Context,
     preset: Annotated[str, typer.Option(help="Base config: finegym, hmdb51, demo or tiny.")] = "finegym",
     split: Annotated[int | None, typer.Option(help="HMDB51 split K (train{K}/test{K}).")] = None,
 ) -> None:
-    """Train both pathways on Ray Train. Other options override config fields (--shards, --epochs,
-    --optim.lr, --wandb disabled, ...; `python jobs/train_finegym.py --help` lists them all)."""
+    """Train both pathways on Ray Train: --preset, --split K, and any config field (--shards, --epochs,
+    --optim.lr, --wandb disabled, ...; `intint train --help` lists them all)."""
     from intint.config import parse_args
-    from intint.train.loop import run
+    from intint.train import launch
 
-    run(parse_args(["--preset", preset, *ctx.args], default_preset=preset, split=split))
+    description = "Train both pathways on Ray Train. --split K (HMDB51) picks train{K}/test{K}."
+    launch.run(parse_args(["--preset", preset, *ctx.args], default_preset=preset, split=split,
+                          description=description, prog="intint train"))
 
 
-@app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("evaluate", context_settings=PASS_THROUGH, add_help_option=False)
 def evaluate(ctx: typer.Context) -> None:
     """Test a checkpoint with test views and fusion: --checkpoint DIR [--shards URL --split S --out PATH]."""
     import json
 
-    import tyro
-
-    from intint.config import EvaluateConfig
+    from intint.config import parse_evaluate
     from intint.eval.distributed import evaluate_checkpoint, flat_metrics
 
-    url, results = evaluate_checkpoint(tyro.cli(EvaluateConfig, args=ctx.args))
+    description = "Test a checkpoint with test views and late fusion; writes results JSON beside it."
+    url, results = evaluate_checkpoint(parse_evaluate(ctx.args, description, prog="intint evaluate"))
     typer.echo(json.dumps(flat_metrics(results, ""), indent=1) + f"\nresults written to {url}")
+
+
+@app.command("ablate", context_settings=PASS_THROUGH, add_help_option=False)
+def ablate(ctx: typer.Context) -> None:
+    """The paper's clip-placement ablation: one Integrity run, one Intensity run per placement, fused from
+    saved probabilities: --placements, --jba-weights, --concurrency, --cpus, --preset and config fields."""
+    from intint.ablation import plan, sweep
+
+    sweep.run(plan.parse_args(ctx.args, "Reproduce the paper's ablation tables (Tables IV-VI).",
+                              prog="intint ablate"))
+
+
+def _echo_results(rows: list[list[str]], title: str) -> None:
+    """The accuracy table with rich when it is installed (it comes with typer), else plain text."""
+    header = ["pathway", "top-1 %", "top-5 %", "mean class %"]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        typer.echo(title)
+        for r in [header, *rows]:
+            typer.echo("  ".join(f"{c:>13}" for c in r))
+        return
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r, style="bold" if r[0] == "Fused" else None)
+    Console().print(table)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Typed training configuration and the dataset presets of spec §6.3.
+"""Typed training configuration and the dataset presets of docs/method.md §6.3.
 
 Every knob of a training run lives in one `TrainConfig` (with nested `OptimConfig`, `ModelConfig` and
 `DataConfig`), so a run is fully described by one JSON-able dict: it travels to the Ray workers as the
@@ -19,17 +19,47 @@ from typing import Any, Literal
 
 import tyro
 
+from intint.pose.intensity import DEFINITIONS, MODES
+
 INJECT_FAILURE_ENV = "INTINT_INJECT_FAILURE"
 
 Schedule = Literal["cosine", "step"]
 Pathways = Literal["both", "integrity", "intensity"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 HeatmapsOn = Literal["workers", "device"]
+# The intensity variants the shards store (`intint.pose.intensity`); "random" centres the Intensity clip at
+# random (the ablation's baseline row). Literals, so a misspelt mode fails at parse time, before Ray starts.
+IntensityMode = Literal[MODES]  # type: ignore[valid-type]
+IntensityDefinition = Literal[(*DEFINITIONS, "random")]  # type: ignore[valid-type]
+
+
+def check_choice(name: str, value: Any, choices: Any) -> None:
+    """Raise ValueError unless `value` is one of the `Literal` type `choices` (tyro checks the command line;
+    this checks configs built in code or read back from JSON)."""
+    allowed = typing.get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def parse_key_values(text: str | None, option: str) -> dict[str, float] | None:
+    """`"J=69.3,B=68.7,A=70.3"` → `{"J": 69.3, ...}`; None or "" → None; `option` names the flag in errors."""
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"{option}: expected NAME=VALUE pairs, got {part!r}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{option}: {name.strip()} is not a number ({value!r})") from None
+    return out
 
 
 @dataclass
 class OptimConfig:
-    """SGD + LR schedule, as the reference's mmcv runner does it (spec §6.3).
+    """SGD + LR schedule, as the reference's mmcv runner does it (docs/method.md §6.3).
 
     `lr` is the rate for a global batch of `base_batch` videos; the rate actually used is
     `lr × global_batch / base_batch` (the linear scaling rule). The reference trained with a global batch
@@ -49,9 +79,7 @@ class OptimConfig:
     base_batch: int = 64
 
     def __post_init__(self) -> None:
-        if self.schedule not in typing.get_args(Schedule):
-            choices = typing.get_args(Schedule)
-            raise ValueError(f"optim.schedule must be one of {choices}, got {self.schedule!r}")
+        check_choice("optim.schedule", self.schedule, Schedule)
         if self.lr <= 0 or self.base_batch <= 0:
             raise ValueError(f"optim.lr and optim.base_batch must be positive, got {self.lr}, "
                              f"{self.base_batch}")
@@ -67,7 +95,8 @@ class OptimConfig:
 
 @dataclass
 class ModelConfig:
-    """The SlowOnly backbone size (spec §6.1); the fixed parts (strides, inflation) live in `intint.model`.
+    """The SlowOnly backbone size (docs/method.md §6.1); the fixed parts (strides, inflation) live in
+    `intint.model`.
 
     The reference is depth 50 with `stage_blocks` (4, 6, 3) for FineGYM and (3, 4, 6) for HMDB51 (the
     K400-pretrained layout). Smaller `stage_blocks`/`base_channels` give the CPU demo and test models.
@@ -80,7 +109,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """What the loader produces (spec §4): clip length, input sizes, splits and sampling knobs."""
+    """What the loader produces (docs/method.md §4): clip length, input sizes, splits and sampling knobs."""
 
     clip_len: int = 48
     train_size: int = 56  # train input H = W after RandomResizedCrop + Resize
@@ -102,17 +131,18 @@ class TrainConfig:
     shards: str = ""  # shard-set URL (local path or fsspec URL); required
     dataset: str = "finegym"  # preset name, recorded for the logs
     epochs: int = 80
-    repeat: int = 10  # loader passes per epoch (the reference's RepeatDataset times=10, spec §6.3)
+    repeat: int = 10  # loader passes per epoch (the reference's RepeatDataset times=10, docs/method.md §6.3)
     batch_size: int = 16  # videos per Ray worker per step
     num_workers: int = 4  # Ray Train workers (one per GPU)
     cpus_per_worker: int = 4  # CPUs reserved per Ray worker: its DataLoader processes need them
     loader_workers: int = 4  # DataLoader processes per Ray worker
     use_gpu: bool = False
     pathways: Pathways = "both"
-    intensity_mode: str = "reference"
-    intensity_definition: str = "JBA_weighted"
+    intensity_mode: IntensityMode = "reference"
+    intensity_definition: IntensityDefinition = "JBA_weighted"
     # JBA_weighted with these J/B/A (or ten-definition) accuracies instead of the shard builder's weights;
-    # the loader recomputes the peaks from the stored curves (intint.reweight). Set by the ablation sweep.
+    # the loader recomputes the peaks from the stored curves (intint.store.reweighted_peaks). Set by the
+    # ablation sweep.
     jba_weights: dict[str, float] | None = None
     heatmaps_on: HeatmapsOn = "workers"
     pretrained: str | None = None  # PYSKL checkpoint loaded into both pathways' backbones (heads skipped)
@@ -120,7 +150,7 @@ class TrainConfig:
     storage_path: str = "runs"  # local folder or fsspec URL holding run folders
     name: str = "finegym"  # run folder name; re-running with the same name resumes that run
     max_failures: int = 1  # worker-group restarts from the last checkpoint before the run fails
-    fusion_weights: tuple[float, float] = (1.0, 1.0)  # integrity, intensity (spec §7: 1:1 sum)
+    fusion_weights: tuple[float, float] = (1.0, 1.0)  # integrity, intensity (docs/method.md §7: 1:1 sum)
     seed: int = 0
     wandb: WandbMode = "auto"  # auto: online with an API key, else offline
     wandb_project: str = "intint"
@@ -128,7 +158,7 @@ class TrainConfig:
     compile: bool = False
     bf16: bool = True  # bf16 autocast; only on GPU
     eval_num_clips: int = 1  # test views: clips per video
-    eval_flip: bool = True  # test views: add the mirrored view (spec §5 double=True)
+    eval_flip: bool = True  # test views: add the mirrored view (docs/method.md §5 double=True)
     log_every: int = 20  # progress line / W&B point every N steps
     inject_failure_at_epoch: int | None = None  # fault test: last rank raises once mid-epoch (also env)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -136,13 +166,10 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
-        if self.pathways not in typing.get_args(Pathways):
-            raise ValueError(f"pathways must be one of {typing.get_args(Pathways)}, got {self.pathways!r}")
-        if self.heatmaps_on not in typing.get_args(HeatmapsOn):
-            choices = typing.get_args(HeatmapsOn)
-            raise ValueError(f"heatmaps_on must be one of {choices}, got {self.heatmaps_on!r}")
-        if self.wandb not in typing.get_args(WandbMode):
-            raise ValueError(f"wandb must be one of {typing.get_args(WandbMode)}, got {self.wandb!r}")
+        for name, choices in (("pathways", Pathways), ("heatmaps_on", HeatmapsOn), ("wandb", WandbMode),
+                              ("intensity_mode", IntensityMode),
+                              ("intensity_definition", IntensityDefinition)):
+            check_choice(name, getattr(self, name), choices)
         for name in ("epochs", "repeat", "batch_size", "num_workers", "cpus_per_worker", "eval_num_clips",
                      "log_every"):
             if getattr(self, name) < 1:
@@ -226,17 +253,11 @@ class EvaluateConfig:
 
 
 def finegym() -> TrainConfig:
-    """FineGYM as the reference trains it (spec §4.1, §6.1, §6.3): from scratch, cosine per iteration."""
+    """FineGYM as the reference trains it (docs/method.md §4.1, §6.1, §6.3): from scratch, cosine LR per
+    iteration."""
     return TrainConfig(
-        dataset="finegym",
-        name="finegym",
-        epochs=80,
-        repeat=10,
-        batch_size=16,
-        num_workers=4,
-        use_gpu=True,
-        intensity_definition="JBA_weighted",
-        intensity_mode="reference",
+        dataset="finegym", name="finegym", epochs=80, repeat=10, batch_size=16, num_workers=4, use_gpu=True,
+        intensity_definition="JBA_weighted", intensity_mode="reference",
         optim=OptimConfig(lr=0.4, weight_decay=3e-4, schedule="cosine", grad_clip=40.0, base_batch=64),
         model=ModelConfig(stage_blocks=(4, 6, 3), base_channels=32, dropout=0.5),
         data=DataConfig(clip_len=48, train_size=56, test_size=64, train_split="train", val_split="val",
@@ -245,22 +266,16 @@ def finegym() -> TrainConfig:
 
 
 def hmdb51(split: int = 1) -> TrainConfig:
-    """HMDB51 split `split` (spec §4.2, §6.3): K400-pretrained R50 (3, 4, 6), step LR at epochs 9 and 11.
+    """HMDB51 split `split` (docs/method.md §4.2, §6.3): K400-pretrained R50 (3, 4, 6), step LR at epochs 9
+    and 11.
 
     Pass the K400 PoseC3D checkpoint with `--pretrained PATH`; the 400-way head is skipped on load.
     """
     if split not in (1, 2, 3):
         raise ValueError(f"HMDB51 has splits 1, 2 and 3, got {split}")
     return TrainConfig(
-        dataset="hmdb51",
-        name=f"hmdb51-split{split}",
-        epochs=12,
-        repeat=10,
-        batch_size=16,
-        num_workers=4,
-        use_gpu=True,
-        intensity_definition="J",
-        intensity_mode="reference",
+        dataset="hmdb51", name=f"hmdb51-split{split}", epochs=12, repeat=10, batch_size=16, num_workers=4,
+        use_gpu=True, intensity_definition="J", intensity_mode="reference",
         optim=OptimConfig(lr=0.01, weight_decay=1e-4, schedule="step", steps=(9, 11), gamma=0.1,
                           grad_clip=40.0, base_batch=64),
         model=ModelConfig(stage_blocks=(3, 4, 6), base_channels=32, dropout=0.5),
@@ -269,25 +284,22 @@ def hmdb51(split: int = 1) -> TrainConfig:
     )
 
 
+def _cpu_run(**fields: Any) -> TrainConfig:
+    """A small CPU run: 2 Ray workers of 1 CPU and 1 loader process each, one pass per epoch, fp32,
+    intensity definition J; `fields` gives the rest."""
+    return TrainConfig(repeat=1, num_workers=2, cpus_per_worker=1, loader_workers=1, intensity_definition="J",
+                       bf16=False, **fields)
+
+
 def demo() -> TrainConfig:
     """A CPU-sized run that learns the demo dataset in a few minutes on 2 cores (2 Ray workers, 1 CPU each).
 
-    Sized by measurement on a 2-core box: the 1×7×7 stem over 17 joint channels costs most of a step, so the
-    model is narrow (base 4, one block per stage) and the heatmaps small (24×24); clips stay 48 frames, the
-    window that covers a whole demo burst. σ = 1 px keeps a joint's blob resolvable at that size.
+    The 1×7×7 stem over 17 joint channels costs most of a step, so the model is narrow (base 8, one block
+    per stage) and the heatmaps small (16×16); clips stay 48 frames, the window that covers a whole demo
+    burst. σ = 1 px keeps a joint's blob resolvable at that size.
     """
-    return TrainConfig(
-        dataset="demo",
-        name="demo",
-        epochs=16,
-        repeat=1,
-        batch_size=8,
-        num_workers=2,
-        cpus_per_worker=1,
-        loader_workers=1,
-        intensity_definition="J",
-        bf16=False,
-        log_every=5,
+    return _cpu_run(
+        dataset="demo", name="demo", epochs=16, batch_size=8, log_every=5,
         optim=OptimConfig(lr=0.2, weight_decay=1e-4, schedule="cosine", grad_clip=40.0, base_batch=16),
         model=ModelConfig(stage_blocks=(1, 1, 1), base_channels=8, dropout=0.0),
         data=DataConfig(clip_len=48, train_size=16, test_size=16, train_short_side=18, sigma=1.0,
@@ -297,18 +309,8 @@ def demo() -> TrainConfig:
 
 def tiny() -> TrainConfig:
     """The smallest sensible model, for tests and smoke runs: seconds per epoch on one core."""
-    return TrainConfig(
-        dataset="tiny",
-        name="tiny",
-        epochs=2,
-        repeat=1,
-        batch_size=4,
-        num_workers=2,
-        cpus_per_worker=1,
-        loader_workers=1,
-        intensity_definition="J",
-        bf16=False,
-        log_every=2,
+    return _cpu_run(
+        dataset="tiny", name="tiny", epochs=2, batch_size=4, log_every=2,
         optim=OptimConfig(lr=0.05, weight_decay=1e-4, schedule="cosine", grad_clip=40.0, base_batch=8),
         model=ModelConfig(stage_blocks=(1, 1, 1), base_channels=4, dropout=0.0),
         data=DataConfig(clip_len=8, train_size=32, test_size=32, shuffle_buffer=16),
@@ -327,11 +329,11 @@ def preset(name: str) -> TrainConfig:
 
 
 def loader_config(cfg: TrainConfig, split: str, *, train: bool):
-    """The `intint.data.LoaderConfig` for one split of this run (train or val/test sizes).
+    """The `intint.loader.config.LoaderConfig` for one split of this run (train or val/test sizes).
 
     Imported lazily: parsing a config must not pay for importing torch and webdataset.
     """
-    from intint.loader.streams import LoaderConfig
+    from intint.loader.config import LoaderConfig
     from intint.pose.transforms import PipelineConfig
 
     pipeline = PipelineConfig(train_hw=(cfg.data.train_size,) * 2, test_hw=(cfg.data.test_size,) * 2,
@@ -357,14 +359,14 @@ def loader_config(cfg: TrainConfig, split: str, *, train: bool):
     )
 
 
-def parse(default: TrainConfig, args: Sequence[str] | None = None,
-          description: str | None = None) -> TrainConfig:
+def parse(default: TrainConfig, args: Sequence[str] | None = None, description: str | None = None,
+          prog: str | None = None) -> TrainConfig:
     """Command-line overrides of `default`: every field, e.g. `--epochs 2 --optim.lr 0.1 --wandb disabled`."""
-    return tyro.cli(TrainConfig, default=default, args=args, description=description)
+    return tyro.cli(TrainConfig, default=default, args=args, description=description, prog=prog)
 
 
 def parse_args(args: Sequence[str] | None = None, *, default_preset: str, split: int | None = None,
-               description: str | None = None) -> TrainConfig:
+               description: str | None = None, prog: str | None = None) -> TrainConfig:
     """Entry-point parsing: `--preset NAME` picks the base config, every other flag overrides a field.
 
     `split` (HMDB51's `--split K`) selects `hmdb51(K)` or, for another preset, renames its splits to
@@ -384,4 +386,10 @@ def parse_args(args: Sequence[str] | None = None, *, default_preset: str, split:
     if description:
         names = ",".join(sorted(PRESETS))
         description = f"{description}\n\nBase config: --preset {{{names}}} (default {default_preset})."
-    return parse(base, rest, description)
+    return parse(base, rest, description, prog)
+
+
+def parse_evaluate(args: Sequence[str] | None = None, description: str | None = None,
+                   prog: str | None = None) -> EvaluateConfig:
+    """Command-line options of `intint evaluate` and jobs/evaluate.py: `--checkpoint DIR` and overrides."""
+    return tyro.cli(EvaluateConfig, args=args, description=description, prog=prog)

@@ -55,16 +55,18 @@ import torch
 # Run from a checkout without relying on an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intint import synthetic  # noqa: E402
 from intint.loader.batch_transport import BatchBuilder, unpack  # noqa: E402
 from intint.loader.clip_maker import ClipMaker  # noqa: E402
+from intint.loader.config import LoaderConfig  # noqa: E402
+from intint.loader.device import to_device  # noqa: E402
 from intint.loader.shared_ring import FREE, Ledger, WorkerBuffers  # noqa: E402
-from intint.loader.streams import LoaderConfig, ring_slots, to_device, train_loader  # noqa: E402
-from intint.pose.annotations import ALLOWED_GLOBALS, RestrictedUnpickler  # noqa: E402
+from intint.loader.streams import ring_slots, train_loader  # noqa: E402
+from intint.pose.safe_pickle import ALLOWED_GLOBALS, RestrictedUnpickler  # noqa: E402
 from intint.pose.transforms import PipelineConfig  # noqa: E402
 from intint.render import heatmaps
 from intint.store import build, shardio
 from intint.store.shardstream import decode, raw_samples, read_peaks, shard_refs  # noqa: E402
+from intint.testing import synthetic  # noqa: E402
 
 EPS = 1e-3  # GeneratePoseTarget's score floor
 # Worker CPU is also sampled per window of this many seconds: on the project's VM the host's speed drifts

@@ -2,7 +2,7 @@
 
 Times ``shardstream.raw_samples`` + ``decode`` over a synthetic shard set built with the real builder
 (the loader bench's data: float16 videos of 100–200 frames, M persons), for several sizes of the tar
-reader's read chunk (``shardstream._CHUNK``), against webdataset's own reader
+reader's read chunk (``tar_reader._CHUNK``), against webdataset's own reader
 (``tariterators.tar_file_iterator`` + ``group_by_keys``, members as bytes) feeding the same ``decode``,
 in alternating rounds in one process: the VM's speed drifts within seconds, so each round times every
 variant back to back and the script reports the median over rounds of each variant's ratio to the
@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_loader import build_shards  # noqa: E402
 
-from intint import shardstream  # noqa: E402
-from intint.store import shardio
+from intint.store import shardio, shardstream, tar_reader  # noqa: E402
 
 
 def reader(url: str, chunk: int | None) -> Callable[[], int]:
@@ -51,7 +50,7 @@ def reader(url: str, chunk: int | None) -> Callable[[], int]:
 
     def one_pass() -> int:
         if chunk is not None:
-            shardstream._CHUNK = chunk
+            tar_reader._CHUNK = chunk
         n = 0
         for shard in shards:
             samples = (webdataset_samples(shard) if chunk is None
@@ -75,7 +74,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, nargs="+", default=[1 << 16, 1 << 18, 1 << 20])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    default_chunk = shardstream._CHUNK
+    default_chunk = tar_reader._CHUNK
     rows = []
     with tempfile.TemporaryDirectory(prefix="intint-bench-read-") as tmp:
         for persons in args.persons:
@@ -94,7 +93,7 @@ def main() -> None:
                 rows.append({"persons": persons, "reader": name, "us_per_sample": round(min(times[name]), 1),
                              "us_per_sample_median": round(statistics.median(times[name]), 1),
                              "speedup_vs_webdataset_median": round(statistics.median(ratios), 3)})
-    shardstream._CHUNK = default_chunk
+    tar_reader._CHUNK = default_chunk
     if args.json:
         print(json.dumps(rows))
         return

@@ -1,15 +1,15 @@
 """The ablation table of the paper (Table IV layout) from saved per-video probabilities.
 
 Every pathway run of a sweep saves its view-averaged class probabilities for the validation and test
-splits (``SplitPredictions``). Late fusion is a sum of probabilities (spec §7), so the two-pathway
+splits (``SplitPredictions``). Late fusion is a sum of probabilities (docs/method.md §7), so the two-pathway
 numbers of every (Integrity, Intensity) pair are computed here from those files, without running any
 model again; this is what lets one Integrity run serve every row, as in the paper ("the Integrity
-column is identical across rows", spec §8.1).
+column is identical across rows", docs/method.md §8.1).
 
 Rows are the Intensity pathway's clip placements (Random, Joint, Bone, Angle, JBA arithmetic,
 JBA weighted, and any single definition); columns the two-pathway (Int&Int), Intensity-only and
 Integrity-only top-1, plus mean-class accuracy. The JBA-weighted weights are the *validation*
-two-pathway accuracies of J, B and A, normalised (spec §2.7: "normalised two-pathway accuracy of
+two-pathway accuracies of J, B and A, normalised (docs/method.md §2.7: "normalised two-pathway accuracy of
 each definition"); the test split never feeds back into training.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from intint.demo.plots import DPI, PATHWAY_COLOURS
 from intint.eval import metrics
+from intint.eval.plots import DPI, PATHWAY_COLOURS, save_png
 from intint.pose import intensity
 from intint.store import fsio
 
@@ -295,7 +295,6 @@ def plot_table(table: Mapping[str, Any], path: str | os.PathLike, *, dpi: int = 
 
     A dashed line marks the Random row's Int&Int accuracy, the bar every intensity placement must beat.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = table["rows"]
@@ -320,9 +319,4 @@ def plot_table(table: Mapping[str, Any], path: str | os.PathLike, *, dpi: int = 
     ax.set_title(table["title"], fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=7, frameon=False)
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    url = os.fspath(path)
-    fsio.atomic_write(url, buffer.getvalue())
-    return url
+    return save_png(fig, path, dpi)

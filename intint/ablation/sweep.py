@@ -1,6 +1,6 @@
 """The paper's ablation sweep: Intensity clip placements × one shared Integrity pathway (Tables IV-VI).
 
-What it does, given a shard set and a preset (`TrainConfig`):
+What it does, given an `AblationConfig` (`intint.ablation.plan`: a preset and the placements):
 
 1. trains **one** Integrity pathway (`pathways="integrity"`) and one Intensity pathway per placement
    (`pathways="intensity"`: a single definition, J, B, A, JBA_arithmetic, JBA_weighted, or random), each
@@ -8,32 +8,32 @@ What it does, given a shard set and a preset (`TrainConfig`):
 2. saves each run's view-averaged probabilities, labels and keys on the validation and test splits
    (`predictions.npz`, predicted from the run's best checkpoint with the test views) and marks the run
    finished with `done.json` (its own metrics and config);
-3. fuses every Intensity run with the Integrity run from those files (`intint.ablate_table`) and writes
-   the table (JSON, Markdown, bar chart PNG) into the sweep folder.
+3. fuses every Intensity run with the Integrity run from those files (`intint.ablation.results_table`)
+   and writes the table (JSON, Markdown, bar chart PNG) into the sweep folder.
 
 Why this shape:
 
-- Fusion is a sum of saved probabilities (spec §7), so the Integrity pathway is trained once and fused
-  with every row, as the paper did (its Integrity column is constant).
-- JBA_weighted the paper's way (spec §2.7): its weights are the J, B and A runs' normalised
+- Fusion is a sum of saved probabilities (docs/method.md §7), so the Integrity pathway is trained once and
+  fused with every row, as the paper did (its Integrity column is constant).
+- JBA_weighted the paper's way (docs/method.md §2.7): its weights are the J, B and A runs' normalised
   two-pathway accuracies on the **validation** split, so that run starts only once J, B, A (and the
   Integrity run) have finished. The shards hold JBA_weighted for the builder's weights only; the run
-  gets `jba_weights` and the loader recomputes the peaks from the stored curves (`intint.reweight`).
+  gets `jba_weights` and the loader recomputes the peaks from the stored curves
+  (`intint.store.reweighted_peaks`).
 - Resumable: a rerun skips runs with `done.json` and continues the others, which Ray Train V2 resumes
-  from their last checkpoint because name and storage path are the same (notes §1b). `run.json` records
-  each run's config before it starts, so a rerun with a different config fails instead of mixing two.
+  from their last checkpoint because name and storage path are the same (docs/platform-notes.md §1b).
 - Concurrency: as many runs at once as the cluster's resources hold (`concurrent_slots`), each run
-  driven by a thread calling `intint.train.run`; on a 2-core machine that is one at a time.
+  driven by a thread calling `intint.train.launch.run`; on a 2-core machine that is one at a time.
+  Ray itself is reached only through `intint.train.launch`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,125 +41,28 @@ from typing import Any
 import numpy as np
 
 from intint.ablation import results_table
-from intint.ablation.results_table import JBA_SOURCES, RANDOM, SplitPredictions
+from intint.ablation.plan import (
+    DONE_FILE,
+    INTEGRITY_RUN,
+    PLAN_FILE,
+    PREDICTIONS_FILE,
+    ROLES,
+    TABLE_JSON,
+    TABLE_MD,
+    TABLE_PNG,
+    AblationConfig,
+    check_same,
+    read_json,
+    run_config,
+    run_id,
+    write_json,
+)
+from intint.ablation.results_table import JBA_SOURCES, SplitPredictions
 from intint.config import TrainConfig
-from intint.pose import intensity
 from intint.store import fsio
+from intint.train import launch
 
-INTEGRITY_RUN = "integrity"
-DONE_FILE = "done.json"
-PLAN_FILE = "run.json"
-PREDICTIONS_FILE = "predictions.npz"
-TABLE_JSON, TABLE_MD, TABLE_PNG = "table.json", "table.md", "table.png"
-DEFAULT_PLACEMENTS: tuple[str, ...] = (RANDOM, "J", "B", "A", "JBA_arithmetic", "JBA_weighted")
-ROLES: tuple[str, ...] = ("val", "test")
-
-# Config fields that do not change what a run learns: a rerun may change them freely (other machine,
-# other paths, other tracking). Every other field must match the recorded run.json / done.json.
-VOLATILE_FIELDS = frozenset({
-    "shards", "storage_path", "name", "wandb", "wandb_project", "wandb_group", "log_every", "loader_workers",
-    "cpus_per_worker", "max_failures", "inject_failure_at_epoch", "compile", "heatmaps_on",
-})
-# Fields the Integrity run ignores (it never reads intensity).
-INTENSITY_FIELDS = frozenset({"intensity_mode", "intensity_definition", "jba_weights"})
-
-
-@dataclass
-class AblationConfig:
-    """A sweep: the preset every run starts from, which placements to train, and how to schedule them.
-
-    The sweep folder is `base.storage_path/base.name`; `base.name` is also the W&B group of its runs.
-    `jba_weights` (J, B, A, any positive scale) fixes the JBA_weighted weights; None computes them from
-    the J, B and A runs' validation accuracies (then J, B and A must be among the placements).
-    """
-
-    base: TrainConfig
-    placements: tuple[str, ...] = DEFAULT_PLACEMENTS
-    jba_weights: dict[str, float] | None = None
-    concurrency: int | None = None  # at most this many runs at once; None = as many as resources hold
-    cpus: int | None = None  # CPUs of a private local Ray; default max(this machine's, one run's needs)
-
-    def __post_init__(self) -> None:
-        self.placements = tuple(self.placements)
-        unknown = [p for p in self.placements if p not in results_table.PLACEMENTS]
-        if unknown or not self.placements:
-            raise ValueError(f"placements must be a non-empty subset of {results_table.PLACEMENTS}, got "
-                             f"{list(self.placements)}")
-        if len(set(self.placements)) != len(self.placements):
-            raise ValueError(f"placements are listed twice: {list(self.placements)}")
-        if self.jba_weights is not None:
-            results_table.normalised_fixed_weights(self.jba_weights)
-        elif "JBA_weighted" in self.placements:
-            missing = [g for g in JBA_SOURCES if g not in self.placements]
-            if missing:
-                raise ValueError("JBA_weighted takes its weights from the J, B and A runs' validation "
-                                 f"accuracies; add {missing} to the placements or give fixed --jba-weights")
-        if self.base.intensity_mode not in intensity.MODES:
-            raise ValueError(f"intensity_mode must be one of {intensity.MODES}, "
-                             f"got {self.base.intensity_mode!r}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-
-    @property
-    def sweep_folder(self) -> str:
-        return fsio.join(self.base.storage_path, self.base.name)
-
-    @property
-    def splits(self) -> dict[str, str]:
-        """Split role → split name: `val` picks the JBA weights, `test` is what the table reports."""
-        return {"val": self.base.data.val_split, "test": self.base.data.test_split}
-
-
-def run_id(placement: str | None) -> str:
-    """Folder / Ray run / W&B name of a run: `integrity` or `intensity-<placement>`."""
-    return INTEGRITY_RUN if placement is None else f"intensity-{placement}"
-
-
-def run_config(ab: AblationConfig, placement: str | None, jba_weights: Mapping[str, float] | None = None
-               ) -> TrainConfig:
-    """The config of one run: the base preset restricted to one pathway, in its own folder of the sweep."""
-    changes: dict[str, Any] = dict(storage_path=ab.sweep_folder, name=run_id(placement),
-                                   wandb_group=ab.base.name, jba_weights=None)
-    if placement is None:
-        changes["pathways"] = "integrity"
-    else:
-        changes.update(pathways="intensity", intensity_definition=placement)
-        if placement == "JBA_weighted":
-            if jba_weights is None:
-                raise ValueError("the JBA_weighted run needs its weights")
-            changes["jba_weights"] = {g: float(jba_weights[g]) for g in JBA_SOURCES}
-    return dataclasses.replace(ab.base, **changes)
-
-
-def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
-    """The fields that decide what a run learns (JSON-normalised), for comparing a rerun with the record."""
-    values = {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE_FIELDS}
-    if cfg.pathways == "integrity":
-        values = {k: v for k, v in values.items() if k not in INTENSITY_FIELDS}
-    return json.loads(json.dumps(values, sort_keys=True))
-
-
-def _check_same(recorded: Mapping[str, Any], cfg: TrainConfig, where: str) -> None:
-    was = fingerprint(TrainConfig.from_dict(dict(recorded)))
-    now = fingerprint(cfg)
-    if was != now:
-        diff = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-        raise ValueError(f"{where} was made with another config (fields {diff} differ: "
-                         f"{ {k: was.get(k) for k in diff} } then, { {k: now.get(k) for k in diff} } now); "
-                         "use another sweep name (--name) or delete that run folder")
-
-
-def _read_json(url: str) -> dict[str, Any] | None:
-    if not fsio.exists(url):
-        return None
-    try:
-        return json.loads(fsio.read_bytes(url))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{url} is not valid JSON ({err}); delete it to redo that run") from err
-
-
-def _write_json(url: str, obj: Any) -> None:
-    fsio.atomic_write(url, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------- one run
@@ -194,16 +97,13 @@ def predict_checkpoint(config: dict[str, Any], checkpoint_url: str, splits: dict
 
     from intint.config import loader_config
     from intint.eval import distributed
+    from intint.eval.models import load_model
     from intint.loader import streams
-    from intint.model import checkpoint
+    from intint.loader.device import to_device
 
     cfg = TrainConfig.from_dict(config)
-    state = checkpoint.load_state(checkpoint_url)
-    num_classes = int(state.get("num_classes") or distributed.num_classes_of(cfg))
-    model = distributed.build_model(cfg, num_classes)
-    model.load_state_dict(state.get("best_model") or state["model"])
     device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    model.to(device)
+    model = load_model(checkpoint_url, "best", device, cfg=cfg).model
     pathway = model.pathways[0]
     done: dict[str, SplitPredictions] = {}
     out: dict[str, SplitPredictions] = {}
@@ -212,7 +112,7 @@ def predict_checkpoint(config: dict[str, Any], checkpoint_url: str, splits: dict
             lcfg = loader_config(cfg, split, train=False)
             loader = streams.eval_loader(lcfg, 0, 1, num_clips=cfg.eval_num_clips, flip_double=cfg.eval_flip)
             local = distributed.predict(model, loader, device, bf16=cfg.bf16,
-                                      prepare=lambda b, lc=lcfg: streams.to_device(b, device, lc))
+                                      prepare=lambda b, lc=lcfg: to_device(b, device, lc))
             preds = distributed.merge([local], split)
             done[split] = SplitPredictions(preds.probs[pathway].astype(np.float32), preds.labels,
                                            np.asarray(preds.keys, dtype=np.str_))
@@ -222,60 +122,46 @@ def predict_checkpoint(config: dict[str, Any], checkpoint_url: str, splits: dict
 
 def latest_checkpoint_url(result: Any, cfg: TrainConfig) -> str:
     """The run folder URL of Ray's latest checkpoint (always retained, and it carries the best weights)."""
-    from intint.train.loop import run_folder
-
     if result is None or result.checkpoint is None:
         raise RuntimeError(f"run {cfg.name}: Ray returned no checkpoint")
-    return fsio.join(run_folder(cfg), os.path.basename(result.checkpoint.path.rstrip("/")))
+    return fsio.join(launch.run_folder(cfg), os.path.basename(result.checkpoint.path.rstrip("/")))
 
 
-def _remote_predict(cfg: TrainConfig) -> Callable[..., Any]:
-    """`predict_checkpoint` as a Ray task holding one training worker's resources."""
-    import ray
-
-    return ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu else 0,
-                      max_retries=1)(predict_checkpoint)
-
-
-def execute(cfg: TrainConfig, splits: dict[str, str], num_classes: int, *,
-            log: Callable[[str], None] = print) -> RunRecord:
+def execute(cfg: TrainConfig, splits: dict[str, str], num_classes: int) -> RunRecord:
     """Run one pathway to the end: skip it when `done.json` says it finished, else train (resuming any
-    earlier attempt), predict both splits, save `predictions.npz` then `done.json`."""
-    from intint.train import loop
-
-    folder = loop.run_folder(cfg)
+    earlier attempt), predict both splits (a Ray task where the data is), save `predictions.npz` then
+    `done.json`."""
+    folder = launch.run_folder(cfg)
     pathway = cfg.pathways
     placement = None if pathway == "integrity" else cfg.intensity_definition
     done_url, plan_url = fsio.join(folder, DONE_FILE), fsio.join(folder, PLAN_FILE)
-    done = _read_json(done_url)
+    done = read_json(done_url)
     if done is not None:
-        _check_same(done["config"], cfg, done_url)
+        check_same(done["config"], cfg, done_url)
         if not fsio.exists(fsio.join(folder, PREDICTIONS_FILE)):
             raise FileNotFoundError(f"{done_url} exists but {PREDICTIONS_FILE} is missing; delete done.json "
                                     "to redo the predictions")
-        log(f"[ablate] {cfg.name}: finished earlier, reusing {folder}")
+        log.info("%s: finished earlier, reusing %s", cfg.name, folder)
         return RunRecord(done["run_id"], pathway, placement, folder, False, done["metrics"], done["config"],
                          float(done.get("wall_s", 0.0)))
-    plan = _read_json(plan_url)
+    plan = read_json(plan_url)
     if plan is not None:
-        _check_same(plan["config"], cfg, plan_url)
-        log(f"[ablate] {cfg.name}: resuming the unfinished run in {folder}")
+        check_same(plan["config"], cfg, plan_url)
+        log.info("%s: resuming the unfinished run in %s", cfg.name, folder)
     else:
-        _write_json(plan_url, {"run_id": cfg.name, "config": cfg.to_dict()})
-        log(f"[ablate] {cfg.name}: training ({pathway}{'' if placement is None else ', ' + placement})")
+        write_json(plan_url, {"run_id": cfg.name, "config": cfg.to_dict()})
+        log.info("%s: training (%s%s)", cfg.name, pathway, "" if placement is None else ", " + placement)
     start = time.monotonic()
-    result = loop.run(cfg)
-    import ray
-
+    result = launch.run(cfg)
     ckpt = latest_checkpoint_url(result, cfg)
-    preds = ray.get(_remote_predict(cfg).remote(cfg.to_dict(), ckpt, splits))
+    preds = launch.run_as_task(predict_checkpoint, cfg, cfg.to_dict(), ckpt, splits)
     results_table.save_predictions(fsio.join(folder, PREDICTIONS_FILE), preds)
     metrics = {role: results_table.pathway_summary(p, num_classes) for role, p in preds.items()}
     wall = time.monotonic() - start
-    _write_json(done_url, {"run_id": cfg.name, "pathway": pathway, "placement": placement,
+    write_json(done_url, {"run_id": cfg.name, "pathway": pathway, "placement": placement,
                            "config": cfg.to_dict(), "checkpoint": ckpt, "splits": splits, "metrics": metrics,
                            "wall_s": wall})
-    log(f"[ablate] {cfg.name}: done in {wall:.0f} s; test top-1 {metrics['test']['top1']:.4f}")
+    log.info("%s: done in %.0f s; test top-1 %.4f", cfg.name, wall, metrics["test"]["top1"])
     return RunRecord(cfg.name, pathway, placement, folder, True, metrics, cfg.to_dict(), wall)
 
 
@@ -286,7 +172,8 @@ def concurrent_slots(cfg: TrainConfig, resources: Mapping[str, float], limit: in
     """How many runs of `cfg`'s size fit in the cluster at once (at least 1, at most `limit`).
 
     One run holds `num_workers × cpus_per_worker` CPUs (and `num_workers` GPUs on GPU); the Train V2
-    controller holds none (notes §1b). The prediction task after each run borrows one worker's share.
+    controller holds none (docs/platform-notes.md §1b). The prediction task after each run borrows one
+    worker's share.
     """
     slots = int(resources.get("CPU", 0) // (cfg.num_workers * cfg.cpus_per_worker))
     if cfg.use_gpu:
@@ -299,13 +186,11 @@ class Sweep:
     """Schedules the runs on a thread pool: Integrity and the placements first (J, B, A early), then
     JBA_weighted once J, B, A and Integrity are done and its weights are known."""
 
-    def __init__(self, ab: AblationConfig, num_classes: int, slots: int,
-                 log: Callable[[str], None] = print) -> None:
-        self.ab, self.num_classes, self.slots, self.log = ab, num_classes, slots, log
+    def __init__(self, ab: AblationConfig, num_classes: int, slots: int) -> None:
+        self.ab, self.num_classes, self.slots = ab, num_classes, slots
         self.records: dict[str, RunRecord] = {}
         self.failures: dict[str, BaseException] = {}
         self.jba: dict[str, Any] | None = None
-        self._lock = threading.Lock()
 
     def _order(self) -> list[str | None]:
         first = [g for g in JBA_SOURCES if g in self.ab.placements]
@@ -315,7 +200,7 @@ class Sweep:
     def _submit(self, pool: ThreadPoolExecutor, placement: str | None,
                 weights: Mapping[str, float] | None = None) -> Future:
         cfg = run_config(self.ab, placement, weights)
-        return pool.submit(execute, cfg, self.ab.splits, self.num_classes, log=self.log)
+        return pool.submit(execute, cfg, self.ab.splits, self.num_classes)
 
     def _learnt_weights(self) -> dict[str, Any]:
         """Normalised two-pathway validation top-1 of J, B and A (each fused with the Integrity run)."""
@@ -342,10 +227,8 @@ class Sweep:
             # Ctrl-C (or a bug here): the runs' threads block in `fit()`, which only ends when Ray does, so
             # stop Ray instead of waiting for every queued run. Checkpoints so far stay: a rerun resumes.
             pool.shutdown(wait=False, cancel_futures=True)
-            import ray
-
-            self.log("[ablate] interrupted: stopping Ray; rerun the same command to continue the sweep")
-            ray.shutdown()
+            log.warning("sweep interrupted: stopping Ray; rerun the same command to continue the sweep")
+            launch.stop_ray()
             raise
         pool.shutdown(wait=True)
 
@@ -364,7 +247,7 @@ class Sweep:
                     self.records[name] = fut.result()
                 except Exception as err:  # one failed run must not stop the others
                     self.failures[name] = err
-                    self.log(f"[ablate] {name} FAILED: {type(err).__name__}: {err}")
+                    log.error("%s FAILED: %s: %s", name, type(err).__name__, err)
             if jba_pending and waiting_for <= set(self.records) | set(self.failures):
                 jba_pending = False
                 blocked = sorted(waiting_for & set(self.failures))
@@ -377,8 +260,8 @@ class Sweep:
                 except ValueError as err:
                     self.failures[run_id("JBA_weighted")] = err
                     continue
-                self.log("[ablate] JBA weights from validation: "
-                         + ", ".join(f"{g} {w:.4f}" for g, w in self.jba["weights"].items()))
+                log.info("JBA weights from validation: %s",
+                         ", ".join(f"{g} {w:.4f}" for g, w in self.jba["weights"].items()))
                 futures[self._submit(pool, "JBA_weighted", self.jba["weights"])] = run_id("JBA_weighted")
 
 
@@ -424,75 +307,40 @@ def write_outputs(table: Mapping[str, Any], folder: str) -> dict[str, str]:
     """table.json, table.md and table.png in the sweep folder; returns their URLs."""
     urls = {"json": fsio.join(folder, TABLE_JSON), "markdown": fsio.join(folder, TABLE_MD),
             "png": fsio.join(folder, TABLE_PNG)}
-    _write_json(urls["json"], table)
+    write_json(urls["json"], table)
     fsio.atomic_write(urls["markdown"], results_table.to_markdown(table).encode())
     if table["rows"]:
         results_table.plot_table(table, urls["png"])
     return urls
 
 
-def run(ab: AblationConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(ab: AblationConfig) -> dict[str, Any]:
     """Run (or finish) the sweep and write its table; returns the table dict.
 
     Starts a private local Ray unless one is initialised or `RAY_ADDRESS` names a cluster. Raises
     `RuntimeError` listing the failed runs after writing the table of the others.
     """
-    from intint.eval.distributed import num_classes_of
-    from intint.train import loop
+    from intint.eval.models import num_classes_of
 
     start = time.monotonic()
-    # Without auto-connect, a run thread that touches Ray after a Ctrl-C shutdown fails instead of quietly
-    # starting a fresh local Ray (effective when Ray is first imported here, i.e. from the command line).
-    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
-    base = loop.resolve(ab.base)
+    base = launch.resolve(ab.base)
     ab = dataclasses.replace(ab, base=base)
-    needs = base.num_workers * base.cpus_per_worker
-    loop.init_ray(num_cpus=ab.cpus or max(os.cpu_count() or 1, needs), env=loop.worker_env())
-    import ray
-
-    slots = concurrent_slots(base, ray.cluster_resources(), ab.concurrency)
+    # Without auto-connect, a run thread that touches Ray after a Ctrl-C shutdown fails instead of quietly
+    # starting a fresh local Ray.
+    launch.start_ray(num_cpus=ab.cpus or launch.local_cpus(base), env=launch.worker_env(), auto_connect=False)
+    slots = concurrent_slots(base, launch.cluster_resources(), ab.concurrency)
     num_classes = num_classes_of(base)
-    log(f"[ablate] sweep {ab.sweep_folder}: Integrity + {len(ab.placements)} placements "
-        f"({', '.join(ab.placements)}), {slots} run(s) at a time")
-    sweep = Sweep(ab, num_classes, slots, log=log)
+    log.info("sweep %s: Integrity + %d placements (%s), %d run(s) at a time", ab.sweep_folder,
+             len(ab.placements), ", ".join(ab.placements), slots)
+    sweep = Sweep(ab, num_classes, slots)
     sweep.run()
     if INTEGRITY_RUN not in sweep.records:
         raise RuntimeError("the Integrity run failed, so no row can be fused: "
                            f"{sweep.failures[INTEGRITY_RUN]}")
     table = build_table(ab, sweep, time.monotonic() - start)
     urls = write_outputs(table, ab.sweep_folder)
-    log(table.render_text(table))
-    log(f"[ablate] wrote {', '.join(urls.values())} ({table['wall_s']:.0f} s)")
+    log.info("%s", results_table.render_text(table))
+    log.info("sweep wrote %s (%.0f s)", ", ".join(urls.values()), table["wall_s"])
     if sweep.failures:
         raise RuntimeError("failed runs: " + "; ".join(f"{n}: {e}" for n, e in table["failed"].items()))
     return table
-
-
-def parse_placements(values: Sequence[str]) -> tuple[str, ...]:
-    """`--placements` values: names, comma lists, `paper` (the Table IV rows), `singles`, `all`."""
-    out: list[str] = []
-    for value in values:
-        for name in (v.strip() for v in value.split(",")):
-            if not name:
-                continue
-            expanded = {"paper": DEFAULT_PLACEMENTS, "singles": intensity.SINGLE_DEFINITIONS,
-                        "all": results_table.PLACEMENTS}.get(name, (name,))
-            out.extend(p for p in expanded if p not in out)
-    return tuple(out)
-
-
-def parse_weights(text: str | None) -> dict[str, float] | None:
-    """`--jba-weights J=0.3,B=0.3,A=0.4` → {"J": 0.3, ...}; None/empty → None."""
-    if not text:
-        return None
-    weights = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--jba-weights expects J=..,B=..,A=.., got {text!r}")
-        try:
-            weights[key.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"--jba-weights: {key.strip()} is not a number ({value!r})") from None
-    results_table.normalised_fixed_weights(weights)
-    return weights

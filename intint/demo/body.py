@@ -43,7 +43,8 @@ REST_POSE: dict[str, float] = {
 
 @dataclass(frozen=True)
 class BodyProportions:
-    """Segment lengths and offsets as fractions of standing height (adult averages)."""
+    """Segment lengths and offsets as fractions of standing height (adult averages): the segments that
+    forward kinematics chains from the hips and shoulders, and where those joints sit on the torso."""
 
     upper_arm: float = 0.17
     forearm: float = 0.15

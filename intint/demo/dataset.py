@@ -19,25 +19,27 @@ not foreshortened away) and a bystander is rare: the demo trains a tiny network 
 so the classes must be learnable from a few hundred videos. Left/right pairs are deliberately absent:
 the training flip and the test-time flip view mirror a left-arm action into a right-arm one, so such
 labels are not learnable with the PoseC3D pipeline (the arm/leg used is random per video instead).
+The classes' motions are `intint.demo.motions`; this module places them in videos, simulates the
+detector and assembles the splits.
 
 Detector realism: scores are highest for the torso, lower for wrists and ankles, and drop with
 joint speed (motion blur); fast extremities are sometimes lost (coordinates 0, score 0), and
 rarely a joint drops out during idle footage. Keypoints carry pixel noise and are stored float16
 like PYSKL's own extraction. Persons never enter or leave mid-video: the reference joint
-intensity counts a vanishing person as a jump to (0, 0) (spec §2.2), which would bury the bursts.
+intensity counts a vanishing person as a jump to (0, 0) (docs/method.md §2.2), which would bury the bursts.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from intint.demo.body import Motion, envelope, forward_kinematics, project
+from intint.demo.body import Motion, forward_kinematics, project
+from intint.demo.motions import PROGRAMS, Burst, idle_footage, plan_bursts, rand_int
 from intint.pose.skeleton import NUM_JOINTS
 from intint.store import fsio
 
@@ -54,7 +56,6 @@ DEMO_FRAME_SHAPES: tuple[tuple[int, int], ...] = ((1080, 1920), (720, 1280), (48
 _BASE_SCORE = np.array([0.92, 0.90, 0.90, 0.80, 0.80, 0.94, 0.94, 0.86, 0.86, 0.74, 0.74,
                         0.91, 0.91, 0.86, 0.86, 0.78, 0.78])
 _EXTREMITIES = np.array([7, 8, 9, 10, 13, 14, 15, 16])      # elbows, wrists, knees, ankles
-_SIDES = ("l", "r")
 
 
 @dataclass(frozen=True)
@@ -104,160 +105,7 @@ class DemoSet:
 
     annotations: dict
     bursts: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # frame_dir → [start, end)
-
-
-# --------------------------------------------------------------------------- motion programs
-@dataclass(frozen=True)
-class Burst:
-    """A planned burst: its length in frames and how to write it into a motion starting at a frame."""
-
-    duration: int
-    apply: Callable[[Motion, int], None]
-
-
-def _ri(rng: np.random.Generator, lo: int, hi: int) -> int:
-    return int(rng.integers(lo, hi + 1))
-
-
-def _guard_punch(rng: np.random.Generator, uppercut: bool) -> Burst:
-    """Guard up, one fast strike with a random arm, back, guard down.
-
-    The two variants share the guard and timing and differ at the strike's apex (held 3-5 frames):
-    a straight punch ends with the whole arm horizontal and forwards, an uppercut with the upper arm
-    raised forwards and the forearm vertical (fist above the head), so glimpses of the guard do not
-    tell them apart.
-    """
-    side = _SIDES[_ri(rng, 0, 1)]
-    rise, ext, hold = _ri(rng, 5, 7), _ri(rng, 3, 4), _ri(rng, 3, 5)
-    ret, fall = _ri(rng, 4, 6), _ri(rng, 6, 8)
-    pre, post = _ri(rng, 1, 4), _ri(rng, 1, 4)
-    inner = pre + ext + hold + ret + post
-    twist = rng.uniform(0.15, 0.3) * (1.0 if side == "l" else -1.0)
-    if uppercut:
-        strike = {f"ua_a_{side}": 1.9, f"ua_b_{side}": 1.45, f"fa_a_{side}": 2.85, f"fa_b_{side}": 1.5}
-    else:
-        strike = {f"ua_a_{side}": 1.55, f"ua_b_{side}": 1.4, f"fa_a_{side}": 1.55, f"fa_b_{side}": 1.4}
-
-    def apply(m: Motion, s: int) -> None:
-        guard = envelope(m.num_frames, s, rise, inner, fall)
-        m.blend(guard, {f"{seg}_{ang}_{sd}": v for sd in _SIDES
-                        for seg, ang, v in (("ua", "a", 0.55), ("ua", "b", 1.3), ("fa", "a", 2.3),
-                                            ("fa", "b", 1.45))})
-        hit = envelope(m.num_frames, s + rise + pre, ext, hold, ret)
-        m.blend(hit, strike)
-        m.add("yaw", twist * hit)
-        m.add("pitch", 0.08 * hit)
-
-    return Burst(rise + inner + fall, apply)
-
-
-def _kick(rng: np.random.Generator, high: bool) -> Burst:
-    """Chamber the knee, snap the leg out, retract, put it down; high vs low differ in the apex angle."""
-    side = _SIDES[_ri(rng, 0, 1)]
-    chamber, ext, hold = _ri(rng, 4, 6), _ri(rng, 3, 4), _ri(rng, 2, 4)
-    ret, lower = _ri(rng, 3, 5), _ri(rng, 4, 6)
-    apex = rng.uniform(1.5, 1.8) if high else rng.uniform(0.5, 0.7)
-    lean = -0.12 if high else -0.05
-
-    def apply(m: Motion, s: int) -> None:
-        whole = envelope(m.num_frames, s, chamber, ext + hold + ret, lower)
-        m.blend(whole, {f"th_a_{side}": 0.9, f"th_b_{side}": np.pi / 2, f"sh_a_{side}": -0.5,
-                        f"sh_b_{side}": np.pi / 2, "ua_a_l": 0.7, "ua_b_l": 0.2, "ua_a_r": 0.7,
-                        "ua_b_r": 0.2})
-        snap = envelope(m.num_frames, s + chamber, ext, hold, ret)
-        m.blend(snap, {f"th_a_{side}": apex, f"sh_a_{side}": apex})
-        m.add("pitch", lean * whole)
-
-    return Burst(chamber + ext + hold + ret + lower, apply)
-
-
-def _hand_up(rng: np.random.Generator, wave: bool) -> Burst:
-    """Raise a hand above the head and hold it; a wave swings the whole arm fast from side to side.
-
-    Same rise, hold and fall timing in both variants, so only the motion *during* the hold (seen
-    whole by the intensity window, sampled every ~8 frames by the uniform clip) separates them.
-    """
-    side = _SIDES[_ri(rng, 0, 1)]
-    rise, hold, fall = _ri(rng, 5, 7), _ri(rng, 16, 26), _ri(rng, 5, 7)
-    period, amp, phase = rng.uniform(6.0, 9.0), rng.uniform(0.7, 0.9), rng.uniform(0, 2 * np.pi)
-    tilt = rng.uniform(0.05, 0.2)
-
-    def apply(m: Motion, s: int) -> None:
-        t = np.arange(m.num_frames, dtype=np.float64)
-        lean = tilt + (amp * np.sin(2 * np.pi * (t - s) / period + phase) if wave else 0.0)
-        env = envelope(m.num_frames, s, rise, hold, fall)
-        sway = 0.8 * (lean - tilt) if wave else 0.0            # the upper arm swings along
-        m.blend(env, {f"ua_a_{side}": 2.4 + sway, f"ua_b_{side}": 0.3, f"fa_a_{side}": np.pi - lean,
-                      f"fa_b_{side}": 0.0})
-
-    return Burst(rise + hold + fall, apply)
-
-
-def _crouch(m: Motion, env: np.ndarray, depth: float) -> None:
-    """Bend both knees (thighs forwards, shins backwards; the feet stay on the ground)."""
-    for sd in _SIDES:
-        m.blend(env, {f"th_a_{sd}": depth, f"th_b_{sd}": np.pi / 2, f"sh_a_{sd}": -0.6 * depth,
-                      f"sh_b_{sd}": np.pi / 2})
-
-
-def _jump(rng: np.random.Generator) -> Burst:
-    """Crouch with arms back, take off swinging the arms up, fly a parabola, land in a crouch."""
-    crouch, flight, land, recover = _ri(rng, 5, 7), _ri(rng, 10, 14), _ri(rng, 3, 5), _ri(rng, 5, 7)
-    height, depth = rng.uniform(0.15, 0.25), rng.uniform(0.7, 0.9)
-
-    def apply(m: Motion, s: int) -> None:
-        n = m.num_frames
-        takeoff = s + crouch
-        load = envelope(n, s, crouch, 0, 3)
-        _crouch(m, load, depth)
-        m.blend(load, {"ua_a_l": -0.6, "ua_b_l": np.pi / 2, "ua_a_r": -0.6, "ua_b_r": np.pi / 2})
-        m.add("pitch", 0.3 * load)
-        u = (np.arange(n, dtype=np.float64) - (takeoff + 2)) / flight
-        m.add("air", height * 4.0 * np.clip(u, 0, 1) * (1.0 - np.clip(u, 0, 1)))
-        arms = envelope(n, takeoff, 3, flight - 4, 4)
-        m.blend(arms, {f"{seg}_{ang}_{sd}": v for sd in _SIDES
-                       for seg, ang, v in (("ua", "a", 2.4), ("ua", "b", 1.0), ("fa", "a", 2.6),
-                                           ("fa", "b", 1.2))})
-        landing = envelope(n, takeoff + flight, 2, land, recover)
-        _crouch(m, landing, 0.6 * depth)
-        m.add("pitch", 0.2 * landing)
-
-    return Burst(crouch + 2 + flight + land + recover, apply)
-
-
-def _squat(rng: np.random.Generator) -> Burst:
-    """Squat down fast with the arms forwards, hold briefly, stand up."""
-    down, hold, up = _ri(rng, 7, 10), _ri(rng, 3, 6), _ri(rng, 7, 10)
-    depth = rng.uniform(1.2, 1.45)
-
-    def apply(m: Motion, s: int) -> None:
-        env = envelope(m.num_frames, s, down, hold, up)
-        _crouch(m, env, depth)
-        m.blend(env, {f"{seg}_{ang}_{sd}": 1.5 for sd in _SIDES for seg in ("ua", "fa") for ang in "ab"})
-        m.add("pitch", 0.4 * env)
-
-    return Burst(down + hold + up, apply)
-
-
-# Class → (burst planner, repetitions). Planners draw all their randomness up front.
-_PROGRAMS: dict[str, tuple[Callable[[np.random.Generator], Burst], int]] = {
-    "punch": (lambda r: _guard_punch(r, uppercut=False), 1),
-    "uppercut": (lambda r: _guard_punch(r, uppercut=True), 1),
-    "kick_high": (lambda r: _kick(r, high=True), 1),
-    "kick_low": (lambda r: _kick(r, high=False), 1),
-    "wave": (lambda r: _hand_up(r, wave=True), 1),
-    "raise_hand": (lambda r: _hand_up(r, wave=False), 1),
-    "jump": (_jump, 1),
-    "squat": (_squat, 1),
-    "squat_three_times": (_squat, 3),
-    "jump_three_times": (_jump, 3),
-}
-assert tuple(_PROGRAMS) == DEMO_CLASSES
-
-
-def _repeated(rng: np.random.Generator, name: str) -> list[Burst]:
-    planner, reps = _PROGRAMS[name]
-    return [planner(rng) for _ in range(reps)]
+assert tuple(PROGRAMS) == DEMO_CLASSES
 
 
 _EDGE = 3              # frames kept free at both ends of a video
@@ -268,7 +116,7 @@ def _place(rng: np.random.Generator, durations: list[int], num_frames: int) -> l
     """Start frames: one burst anywhere; repetitions spread over the video with random slack but at
     least ``MIN_REPEAT_GAP`` idle frames between them, so the intensity window sees only one."""
     if len(durations) == 1:
-        return [_ri(rng, _EDGE, max(_EDGE, num_frames - durations[0] - _EDGE))]
+        return [rand_int(rng, _EDGE, max(_EDGE, num_frames - durations[0] - _EDGE))]
     gaps = MIN_REPEAT_GAP * (len(durations) - 1)
     slack = num_frames - 2 * _EDGE - sum(durations) - gaps
     if slack < 0:
@@ -280,54 +128,6 @@ def _place(rng: np.random.Generator, durations: list[int], num_frames: int) -> l
         starts.append(t)
         t += d + MIN_REPEAT_GAP + int(extra)
     return starts
-
-
-# ------------------------------------------------------------------------------ idle footage
-def _idle(m: Motion, rng: np.random.Generator, busy: list[tuple[int, int]], decoys_per_300: int) -> None:
-    """Low-motion footage shared by every class: breathing, sway, a little drift and turning, and
-    optionally slow idle gestures (an arm raised to a random pose, a step, a lean) that make single
-    frames of the bursts ambiguous. Gestures avoid the busy (burst) intervals."""
-    n = m.num_frames
-    t = np.arange(n, dtype=np.float64)
-
-    def wave_(amp: float, lo: float, hi: float) -> np.ndarray:
-        return amp * np.sin(2 * np.pi * t / rng.uniform(lo, hi) + rng.uniform(0, 2 * np.pi))
-
-    m.add("pitch", wave_(0.015, 50, 90))
-    sway = rng.uniform(0, 2 * np.pi)
-    period = rng.uniform(100, 200)
-    m.add("root_x", 0.015 * np.sin(2 * np.pi * t / period + sway) + rng.uniform(-0.06, 0.06) * t / n)
-    m.add("roll", 0.03 * np.sin(2 * np.pi * t / period + sway))
-    m.add("yaw", wave_(0.2, 200, 500))
-    for sd in _SIDES:
-        m.add(f"ua_a_{sd}", wave_(0.04, 60, 120))
-        m.add(f"ua_b_{sd}", wave_(0.1, 80, 160))
-    occupied = [(a - 10, b + 10) for a, b in busy]
-    for _ in range(_ri(rng, 0, decoys_per_300 * n // 300)):
-        rise, hold, fall = _ri(rng, 18, 35), _ri(rng, 10, 60), _ri(rng, 18, 35)
-        dur = rise + hold + fall
-        if dur >= n - 2:
-            continue
-        for _try in range(8):
-            s = _ri(rng, 0, n - dur - 1)
-            if all(s + dur <= a or s >= b for a, b in occupied):
-                break
-        else:
-            continue
-        occupied.append((s, s + dur))
-        env = envelope(n, s, rise, hold, fall)
-        kind = _ri(rng, 0, 3)
-        if kind <= 1:                            # an arm to a random pose (covers punch/raise looks)
-            sd = _SIDES[_ri(rng, 0, 1)]
-            m.blend(env, {f"ua_a_{sd}": rng.uniform(0.3, 2.4), f"ua_b_{sd}": rng.uniform(-0.3, 1.6),
-                          f"fa_a_{sd}": rng.uniform(0.3, 2.9), f"fa_b_{sd}": rng.uniform(0.0, np.pi)})
-        elif kind == 2:                          # a step to the side
-            sd = _SIDES[_ri(rng, 0, 1)]
-            m.blend(env, {f"th_a_{sd}": rng.uniform(0.15, 0.35), f"th_b_{sd}": 0.0})
-            m.add("root_x", rng.uniform(-0.05, 0.05) * env)
-        else:                                    # lean forwards, or a shallow knee bend
-            m.add("pitch", rng.uniform(0.1, 0.3) * env)
-            _crouch(m, env * rng.uniform(0.0, 0.4), 0.5)
 
 
 # ------------------------------------------------------------------------ detector simulation
@@ -355,8 +155,8 @@ def _detect(pixels: np.ndarray, height_px: float, img_shape: tuple[int, int], rn
     fast = cfg.burst_dropout_rate * np.clip((speed[:, _EXTREMITIES] - 0.04) / 0.06, 0.0, 1.0)
     lost[:, _EXTREMITIES] = rng.random(fast.shape) < fast
     if rng.random() < cfg.idle_dropout_prob:
-        j, s = int(rng.choice(_EXTREMITIES)), _ri(rng, 0, n - 1)
-        lost[s:s + _ri(rng, 1, 3), j] = True
+        j, s = int(rng.choice(_EXTREMITIES)), rand_int(rng, 0, n - 1)
+        lost[s:s + rand_int(rng, 1, 3), j] = True
     kp[lost] = 0.0
     score[lost] = 0.0
     return kp, score
@@ -367,7 +167,7 @@ def _person(rng: np.random.Generator, n: int, bursts: list[Burst], starts: list[
             cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
     m = Motion(n)
     m.add("yaw", yaw)
-    _idle(m, rng, [(s, s + b.duration) for b, s in zip(bursts, starts, strict=True)],
+    idle_footage(m, rng, [(s, s + b.duration) for b, s in zip(bursts, starts, strict=True)],
           cfg.decoy_gestures_per_300_frames)
     for b, s in zip(bursts, starts, strict=True):
         b.apply(m, s)
@@ -380,12 +180,12 @@ def make_video(class_index: int, rng: np.random.Generator, cfg: DemoConfig = Dem
     """One video of class ``class_index``: keypoint M×T×17×2 and score M×T×17 (float16), the
     (h, w) frame shape and the burst intervals [start, end). The actor is person slot 0."""
     name = DEMO_CLASSES[class_index]
-    bursts = _repeated(rng, name)
+    bursts = plan_bursts(rng, name)
     lo = cfg.min_frames_count_classes if name in DEMO_COUNT_CLASSES else cfg.min_frames
     need = sum(b.duration for b in bursts) + 2 * _EDGE + MIN_REPEAT_GAP * (len(bursts) - 1)
-    n = _ri(rng, min(max(lo, need), cfg.max_frames), cfg.max_frames)
+    n = rand_int(rng, min(max(lo, need), cfg.max_frames), cfg.max_frames)
     starts = _place(rng, [b.duration for b in bursts], n)
-    img_shape = cfg.frame_shapes[_ri(rng, 0, len(cfg.frame_shapes) - 1)]
+    img_shape = cfg.frame_shapes[rand_int(rng, 0, len(cfg.frame_shapes) - 1)]
     h, w = img_shape
     height = rng.uniform(0.42, 0.6) * h
     ground = rng.uniform(0.9, 0.97) * h
@@ -442,7 +242,7 @@ def write_demo(path: str | os.PathLike, **kw: int) -> Path:
     """Generate the dataset (``kw`` as for :func:`make_demo_annotations`) and pickle it atomically.
 
     Only plain dicts, lists, str, int, tuples and NumPy arrays are stored, so the project's
-    restricted unpickler (``intint.annotations.safe_load``) can read it.
+    restricted unpickler (``intint.store.annotation_file.read_annotations``) can read it.
     """
     fsio.atomic_write(os.fspath(path), pickle.dumps(make_demo_annotations(**kw), protocol=4))
     return Path(path)

@@ -2,41 +2,24 @@
 
 Why pictures: the method's claim is visual — the intensity curve peaks at the action, the Intensity
 clip is a window around that peak, the Integrity clip spreads over the whole video — and a plot of a
-real sample shows at a glance whether the data path does that. Figures are built on
-``matplotlib.figure.Figure`` with the Agg canvas, never pyplot, so plotting keeps no global state,
-needs no display and is safe in loader or Ray worker processes. Every file is written atomically
-(``fsio.atomic_write``), so a half-written PNG never appears under its final name; paths may be any
-fsspec URL.
+real sample shows at a glance whether the data path does that. Figures are built and written as
+``intint.eval.plots`` does it (Agg canvas, no pyplot, atomic PNG writes to any fsspec URL).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from intint.store import fsio
+from intint.eval.plots import DPI, PATHWAY_COLOURS, save_png
 
-DPI = 110   # pixels per inch of the PNGs; lower it for thumbnails (e.g. W&B media), raise it for print
-PATHWAY_COLOURS: dict[str, str] = {"integrity": "tab:blue", "intensity": "tab:orange", "fused": "tab:green"}
 CURVE_COLOURS: dict[str, str] = {"J": "tab:orange", "B": "tab:purple", "A": "tab:brown",
                                  "JBA_weighted": "black", "JBA_arithmetic": "tab:gray"}
-
-
-def _save(fig: Figure, path: str | os.PathLike, dpi: int) -> str:
-    """Render to PNG bytes in memory, then write them atomically; returns the path written."""
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    url = os.fspath(path)
-    fsio.atomic_write(url, buf.getvalue())
-    return url
 
 
 def _as_numpy(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -109,7 +92,7 @@ def plot_intensity(curves: Mapping[str, np.ndarray], intensity_window: np.ndarra
     ax.set_ylabel("intensity / its maximum")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return _save(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 def plot_heatmap_montage(integrity: Any, intensity: Any, path: str | os.PathLike, frames: int = 8, *,
@@ -136,7 +119,7 @@ def plot_heatmap_montage(integrity: Any, intensity: Any, path: str | os.PathLike
         axes[r, 0].set_ylabel(label, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 # History keys as the trainer reports them: "train_loss_<p>" (Ray) or "train/loss_<p>" (W&B), and
@@ -180,7 +163,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | os.Pa
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 def plot_confusion(matrix: Any, class_names: Sequence[str], path: str | os.PathLike, *,
@@ -210,4 +193,4 @@ def plot_confusion(matrix: Any, class_names: Sequence[str], path: str | os.PathL
     ax.set_ylabel("true")
     accuracy = np.trace(cm) / max(cm.sum(), 1)
     ax.set_title(f"{title + ': ' if title else ''}top-1 {accuracy:.1%} of {cm.sum()} videos", fontsize=10)
-    return _save(fig, path, dpi)
+    return save_png(fig, path, dpi)

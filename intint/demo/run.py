@@ -1,10 +1,10 @@
 """`intint demo`: the whole method end to end on the embedded demo dataset, on a laptop's CPUs.
 
 One command shows every part of the system working together and the method's claim holding:
-generate the demo videos (`intint.demo_data`) → build a shard set (`intint.build`) → train both
-pathways on Ray Train (`intint.train`, the `demo` preset, local CPU workers, W&B offline) → test the
-best epoch on the test split with late fusion → print and write the accuracies, and draw what the
-pathways see (`intint.plots`). The demo dataset is built so that the Intensity pathway wins the fine
+generate the demo videos (`intint.demo.dataset`) → build a shard set (`intint.store.build`) → train
+both pathways on Ray Train (`intint.train.launch`, the `demo` preset, local CPU workers, W&B offline)
+→ test the best epoch on the test split with late fusion → write the accuracies, and draw what the
+pathways see (`intint.demo.pictures`). The demo dataset is built so that the Intensity pathway wins the fine
 burst pairs and the Integrity pathway the repetition-count pairs, so the fused accuracy beats both.
 
 Output folder layout (`--out`, default ./demo_out):
@@ -24,34 +24,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import pickle
 import shutil
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from intint import config
 from intint.demo.dataset import DEMO_CLASSES, DemoConfig, DemoSet, generate_demo
+from intint.demo.pictures import draw_pictures
 from intint.eval import metrics
 from intint.model import checkpoint
-from intint.pose import sampling
-from intint.store import build, fsio, shardio
+from intint.store import build, fsio
+
+log = logging.getLogger(__name__)
 
 MARKER = "intint-demo.json"  # marks a folder the demo owns (and may clear on the next run)
 # What a re-run removes besides the pictures.
 OWNED = ("demo.pkl", "classes.txt", "bursts.json", "shards", "run", "checkpoint", "results.json")
-# A burst class, a count class and the fine wave (its oscillation is only seen densely) for the pictures.
-EXAMPLE_CLASSES: tuple[str, ...] = ("punch", "jump_three_times", "wave")
 RUN_NAME = "run"
 HISTORY_FILE = "history.jsonl"
-CURVES_SHOWN: tuple[str, ...] = ("J", "B", "A")
 
 
 @dataclass
@@ -128,7 +125,7 @@ def prepare_folder(out: Path) -> None:
 
 
 def write_dataset(demo: DemoSet, folder: Path) -> tuple[Path, Path]:
-    """The annotation pickle (readable by `intint.annotations.safe_load`), class names and true bursts."""
+    """The annotation pickle (read by `store.annotation_file.read_annotations`), class names, true bursts."""
     folder.mkdir(parents=True, exist_ok=True)
     pkl = folder / "demo.pkl"
     fsio.atomic_write(str(pkl), pickle.dumps(demo.annotations, protocol=4))
@@ -152,56 +149,20 @@ def build_shards(demo: DemoSet, pkl: Path, classes: Path, out: Path, cfg: config
     return shards
 
 
-def _history_callback(path: str):
-    """A Ray Train callback (runs in the controller) keeping every epoch's reported metrics in `path`.
-
-    Ray's `Result` only holds the metrics of retained checkpoints; the training curves need all epochs.
-    A restarted worker group re-reports epochs after its checkpoint: the later report of an epoch wins.
-    """
-    from ray.train import UserCallback
-
-    class HistoryCallback(UserCallback):
-        def __init__(self) -> None:
-            self.rows: dict[int, dict[str, Any]] = {}
-
-        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-            row = {k: v for k, v in metrics[0].items() if isinstance(v, (int, float, str, bool))}
-            self.rows[int(row.get("epoch", len(self.rows)))] = row
-            text = "".join(json.dumps(self.rows[e], sort_keys=True) + "\n" for e in sorted(self.rows))
-            fsio.atomic_write(path, text.encode())
-
-    return HistoryCallback()
-
-
-def start_local_ray(cfg: config.TrainConfig) -> bool:
-    """Start the demo's private local Ray with Ray's own log records at ERROR and above; False if Ray was
-    already up or a cluster is given (RAY_ADDRESS: `intint.train.init_ray` connects to it instead).
-
-    Why not just `loop.init_ray`: without a dashboard Ray's State API is unavailable, and Ray Train's
-    placement-group cleaner then warns about it every second, which buries the demo's progress lines (the
-    `[intint]` prints of the workers, which are not log records and still show).
-    """
-    from intint.train import loop
-
-    loop.ray_env_defaults()
-    import ray
-
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        return False
-    env = loop.worker_env()
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cfg.num_workers * cfg.cpus_per_worker),
-             include_dashboard=False, runtime_env={"env_vars": env} if env else None,
-             logging_config=ray.LoggingConfig(log_level="ERROR"))
-    return True
-
-
 def fit(cfg: config.TrainConfig, history_path: str) -> str:
-    """Train with `intint.train.run` plus the per-epoch history callback; returns the folder of the
-    checkpoint the test results belong to (the best epoch's)."""
-    from intint.train import loop
+    """Train on the demo's private local Ray (Ray's own log records at ERROR and above, so its warnings do
+    not bury the progress lines; a Ray the caller started, e.g. a test session's, is used and left up)
+    with the per-epoch history callback; returns the folder of the checkpoint the test results belong to
+    (the best epoch's)."""
+    from intint.train import launch
 
-    loop.run(cfg, callbacks=[_history_callback(history_path)])
-    return best_checkpoint(loop.run_folder(loop.resolve(cfg)))
+    started = launch.start_ray(num_cpus=launch.local_cpus(cfg), env=launch.worker_env(), quiet=True)
+    try:
+        launch.run(cfg, callbacks=[launch.history_callback(history_path)])
+    finally:
+        if started:
+            launch.stop_ray()
+    return best_checkpoint(launch.run_folder(launch.resolve(cfg)))
 
 
 def best_checkpoint(run_folder: str) -> str:
@@ -218,103 +179,6 @@ def read_history(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-# --------------------------------------------------------------------------------------------- pictures
-
-
-def example_videos(demo: DemoSet, peaks: Mapping[str, int], split: str = "test") -> list[str]:
-    """One test video per class of `EXAMPLE_CLASSES`: the first whose intensity peak lies in a true burst.
-
-    That is the typical case (`jobs/demo_check.py`: ~95% of the demo's videos); the pictures explain what
-    the pathways see, so they should not open with the rare video whose peak a detector dropout moved.
-    """
-    label = {a["frame_dir"]: DEMO_CLASSES[a["label"]] for a in demo.annotations["annotations"]}
-    out = []
-    for name in EXAMPLE_CLASSES:
-        mine = [fd for fd in demo.annotations["split"][split] if label[fd] == name]
-        typical = [fd for fd in mine if fd in peaks and any(s <= peaks[fd] < e for s, e in demo.bursts[fd])]
-        out.extend((typical or mine)[:1])
-    return out
-
-
-def _intensity_rows(shards: str, split: str, mode: str, definitions: Sequence[str],
-                    wanted: set[str]) -> dict[str, dict[str, np.ndarray]]:
-    """The stored intensity curves of the wanted videos (what the loader centred the clips on)."""
-    cols = ["frame_dir", *(shardio.curve_column(mode, d) for d in definitions)]
-    rows: dict[str, dict[str, Any]] = {}
-    for _, arrow, _ in shardio.shard_urls(shards, split):
-        table = shardio.read_intensity(arrow, cols).to_pydict()
-        for i, fd in enumerate(table["frame_dir"]):
-            if fd in wanted:
-                rows[fd] = {d: np.asarray(table[shardio.curve_column(mode, d)][i], np.float32)
-                            for d in definitions}
-    missing = wanted - set(rows)
-    if missing:
-        raise KeyError(f"{shards}: split {split!r} has no intensity rows for {sorted(missing)}")
-    return rows
-
-
-def _loader_heatmaps(cfg: config.TrainConfig, split: str, wanted: set[str]) -> dict[str, dict[str, Any]]:
-    """Both pathways' first test view of the wanted videos, straight from the eval loader."""
-    from intint.loader import streams
-
-    lcfg = dataclasses.replace(config.loader_config(cfg, split, train=False), num_workers=0, batch_size=4,
-                               persistent_workers=False)
-    keys = {shardio.sample_key(fd): fd for fd in wanted}
-    found: dict[str, dict[str, Any]] = {}
-    for batch in streams.eval_loader(lcfg, 0, 1, num_clips=1, flip_double=False):
-        for i, key in enumerate(batch["key"]):
-            if key in keys:
-                found[keys[key]] = {p: batch[p][i, 0].float() for p in ("integrity", "intensity")}
-        if len(found) == len(keys):
-            break
-    return found
-
-
-def draw_pictures(out: Path, demo: DemoSet, cfg: config.TrainConfig, ckpt: str, results: Mapping[str, Any],
-                  history: Sequence[Mapping[str, Any]]) -> list[Path]:
-    """Intensity curves and heatmap montages of the example test videos, training curves, fused confusion."""
-    from intint.demo import plots
-    from intint.eval.predict import Predictor, find_sample
-
-    pictures: list[Path] = []
-    split = cfg.data.test_split
-    # The run's definition centres the Intensity clip ("random" centres it anywhere: J stands in).
-    definition = "J" if cfg.intensity_definition == "random" else cfg.intensity_definition
-    shown = tuple(dict.fromkeys((*CURVES_SHOWN, definition)))
-    candidates = {a["frame_dir"] for a in demo.annotations["annotations"]
-                  if DEMO_CLASSES[a["label"]] in EXAMPLE_CLASSES} & set(demo.annotations["split"][split])
-    curves = _intensity_rows(cfg.shards, split, cfg.intensity_mode, shown, candidates)
-    examples = example_videos(demo, {fd: int(np.argmax(c[definition])) for fd, c in curves.items()}, split)
-    volumes = _loader_heatmaps(cfg, split, set(examples))
-    predictor = Predictor(ckpt, device="cpu")
-    for fd in examples:
-        sample = find_sample(demo.annotations, fd, len(DEMO_CLASSES))
-        pred = predictor.predict(sample)
-        t = sample.total_frames
-        if cfg.intensity_definition == "random":
-            window = sampling.random_centre_indices(t, cfg.data.clip_len, 1, test_mode=True)
-        else:  # the stored peak, as the loader read it
-            window = sampling.intensity_indices(t, int(np.argmax(curves[fd][definition])), cfg.data.clip_len)
-        uniform = sampling.uniform_indices(t, cfg.data.clip_len, 1, test_mode=True)
-        truth = DEMO_CLASSES[sample.label]
-        guesses = ", ".join(f"{n} → {pred.predicted(n)}" for n in ("integrity", "intensity", "fused"))
-        title = f"{fd} (true class: {truth})\npredicted: {guesses}"
-        pictures.append(Path(plots.plot_intensity(curves[fd], window, uniform, title,
-                                                  out / f"intensity_{truth}.png", bursts=demo.bursts[fd])))
-        if fd in volumes:
-            v = volumes[fd]
-            pictures.append(Path(plots.plot_heatmap_montage(
-                v["integrity"], v["intensity"], out / f"heatmaps_{truth}.png",
-                title=f"{fd} (true class: {truth}): the eval loader's test view, max over joints")))
-    if history:
-        pictures.append(Path(plots.plot_training_curves(
-            history, out / "training_curves.png",
-            title=f"demo run: {len(history)} epochs, validation on the val split")))
-    pictures.append(Path(plots.plot_confusion(results["fused"]["confusion"], list(DEMO_CLASSES),
-                                              out / "confusion_fused.png", title=f"fused, {split} split")))
-    return pictures
-
-
 # ------------------------------------------------------------------------------------------------ output
 
 
@@ -328,33 +192,12 @@ def results_table(results: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def print_table(results: Mapping[str, Any], title: str, echo: Callable[[str], None] = print) -> None:
-    """The accuracy table with rich when it is installed (it comes with typer), else plain text."""
-    header = ["pathway", "top-1 %", "top-5 %", "mean class %"]
-    rows = results_table(results)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        echo(title)
-        echo("  ".join(f"{h:>13}" for h in header))
-        for r in rows:
-            echo("  ".join(f"{c:>13}" for c in r))
-        return
-    table = Table(title=title)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r, style="bold" if r[0] == "Fused" else None)
-    Console(file=sys.stdout).print(table)
-
-
 def _step(echo: Callable[[str], None], n: int, text: str) -> float:
     echo(f"[demo {n}/5] {text}")
     return time.perf_counter()
 
 
-def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> DemoResult:
+def run_demo(opts: DemoOptions, echo: Callable[[str], None] = log.info) -> DemoResult:
     """Generate, build, train, test, draw; returns the results (also written to `out/results.json`)."""
     os.environ.setdefault("WANDB_SILENT", "true")
     out = Path(opts.out).expanduser().resolve()
@@ -381,14 +224,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> DemoResu
                        f"W&B offline in {out / RUN_NAME / 'wandb'}")
     history_path = str(out / RUN_NAME / HISTORY_FILE)
     (out / RUN_NAME).mkdir(parents=True, exist_ok=True)
-    started_ray = start_local_ray(cfg)  # a Ray the caller started (e.g. a test session) is left up
-    try:
-        ckpt = fit(cfg, history_path)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+    ckpt = fit(cfg, history_path)
     seconds["train"] = time.perf_counter() - t
 
     t = _step(echo, 4, f"test split results of the best epoch (checkpoint {ckpt})")

@@ -4,8 +4,8 @@ The eval loader gives every video of a split to exactly one rank (no padding, so
 different counts). Each rank therefore runs the *unwrapped* model (never the DDP wrapper, whose forward
 may issue collectives a rank with fewer batches would never match), then one `all_gather_object` brings
 all probabilities to every rank, where they are aligned by sample key and scored with
-`intint.evaluate` (spec §6.2, §6.4, §7). Every rank gets the same metrics, so every rank can take the
-same decisions (best epoch) without another broadcast.
+`intint.eval.metrics` (docs/method.md §6.2, §6.4, §7). Every rank gets the same metrics, so every rank can
+take the same decisions (best epoch) without another broadcast.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import torch.distributed as dist
 
 from intint.config import EvaluateConfig, TrainConfig, loader_config
 from intint.eval import metrics
+from intint.eval.models import Weights, load_model
 from intint.model import checkpoint
-from intint.model.slowonly import PATHWAYS, SlowOnlyConfig, TwoPathwayModel, load_pyskl_checkpoint
+from intint.model.slowonly import PATHWAYS, TwoPathwayModel
 from intint.store import fsio
-from intint.store.shardio import read_manifest
 
 
 @dataclass
@@ -72,7 +72,7 @@ def predict(model: TwoPathwayModel, batches: Iterable[Mapping[str, Any]], device
             bf16: bool = False) -> Predictions:
     """Run this rank's eval batches (`B×N×K×T×H×W` per pathway) → per-video probabilities.
 
-    `prepare(batch)` moves/renders a batch on the device (the loader's `to_device`); identity if None.
+    `prepare(batch)` moves/renders a batch on the device (`intint.loader.device.to_device`); identity if None.
     """
     was_training = model.training
     model.eval()
@@ -120,7 +120,7 @@ def merge(parts: list[Predictions], split: str) -> Predictions:
 
 
 def score(preds: Predictions, num_classes: int, fusion_weights: tuple[float, float]) -> dict[str, Any]:
-    """Metrics per pathway and fused (`intint.evaluate.evaluate_scores`), plus `num_samples` and `skipped`."""
+    """Metrics per pathway and fused (`metrics.evaluate_scores`), plus `num_samples` and `skipped`."""
     results = metrics.evaluate_scores(preds.probs.get("integrity"), preds.probs.get("intensity"),
                                        preds.labels, num_classes, fusion_weights)
     results["meta"] = {"num_samples": len(preds.keys), "skipped": preds.skipped}
@@ -145,26 +145,6 @@ def flat_metrics(results: Mapping[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> TwoPathwayModel:
-    """The two-pathway model a run config describes (fresh weights; `cfg.pretrained` loaded if given)."""
-    net = SlowOnlyConfig(num_classes=num_classes, stage_blocks=tuple(cfg.model.stage_blocks),
-                         base_channels=cfg.model.base_channels, dropout=cfg.model.dropout)
-    return TwoPathwayModel.from_config(net, cfg.pathways)
-
-
-def load_pretrained(model: TwoPathwayModel, url: str) -> None:
-    """Load a PYSKL checkpoint (e.g. K400 PoseC3D) into every pathway; a head of another size is skipped."""
-    for name in model.pathways:
-        report = load_pyskl_checkpoint(model.recognizer(name), url)
-        print(f"[intint] {name}: loaded {len(report.loaded)} tensors from {url}"
-              f" (head {'loaded' if report.head_loaded else 'kept fresh'})", flush=True)
-
-
-def num_classes_of(cfg: TrainConfig) -> int:
-    """`cfg.num_classes`, else the shard manifest's class count."""
-    return cfg.num_classes if cfg.num_classes is not None else read_manifest(cfg.shards).num_classes
-
-
 def evaluate_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank: int, world_size: int,
                    device: torch.device, num_classes: int, num_clips: int, flip: bool,
                    loader: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -173,43 +153,44 @@ def evaluate_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank
     Pass `loader` to reuse a persistent eval loader across epochs (it must match split and views).
     """
     from intint.loader import streams
+    from intint.loader.device import to_device
 
     lcfg = loader_config(cfg, split, train=False)
     if loader is None:
         loader = streams.eval_loader(lcfg, rank, world_size, num_clips=num_clips, flip_double=flip)
-    local = predict(model, loader, device, prepare=lambda b: streams.to_device(b, device, lcfg),
-                    bf16=cfg.bf16)
+    local = predict(model, loader, device, prepare=lambda b: to_device(b, device, lcfg), bf16=cfg.bf16)
     merged = merge(all_gather(local), split)
     results = score(merged, num_classes, tuple(cfg.fusion_weights))
     results["meta"].update(split=split, num_clips=num_clips, flip=flip)
     return results
 
 
-def evaluate_checkpoint(args: EvaluateConfig) -> tuple[str, dict[str, Any]]:
-    """Test a checkpoint folder with test views and late fusion, in this process (one device).
-
-    The run's config comes from the checkpoint; `args` overrides the shard set, split and views.
-    Results go to `args.out`, by default `results.json` inside the checkpoint folder. Returns
-    (results URL, results).
-    """
-    checkpoint_dir = checkpoint.resolve(args.checkpoint)
+def _run_config(checkpoint_dir: str, args: EvaluateConfig) -> TrainConfig:
+    """The run config stored in the checkpoint, with the shard set, loader workers and views of `args`."""
     cfg = TrainConfig.from_dict(checkpoint.load_config(checkpoint_dir))
     overrides: dict[str, Any] = {}
     for field_name, value in (("shards", args.shards), ("loader_workers", args.loader_workers),
                               ("eval_num_clips", args.num_clips), ("eval_flip", args.flip)):
         if value is not None:
             overrides[field_name] = value
-    cfg = dataclasses.replace(cfg, **overrides)
-    state = checkpoint.load_state(checkpoint_dir)
-    num_classes = int(state.get("num_classes", num_classes_of(cfg)))
-    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_model(cfg, num_classes)
-    model.load_state_dict(state["model"])
-    model.to(dev)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def evaluate_checkpoint(args: EvaluateConfig, weights: Weights = "last") -> tuple[str, dict[str, Any]]:
+    """Test a checkpoint folder with test views and late fusion, in this process (one device).
+
+    The run's config comes from the checkpoint; `args` overrides the shard set, split and views. `weights`
+    picks the checkpoint's own epoch ("last") or the best epoch so far ("best"). Results go to `args.out`,
+    by default `results.json` inside the checkpoint folder. Returns (results URL, results).
+    """
+    checkpoint_dir = checkpoint.resolve(args.checkpoint)
+    cfg = _run_config(checkpoint_dir, args)
+    trained = load_model(checkpoint_dir, weights, args.device, cfg=cfg)
     split = args.split or cfg.data.test_split
-    results = evaluate_split(model, cfg, split, rank=0, world_size=1, device=dev, num_classes=num_classes,
-                             num_clips=cfg.eval_num_clips, flip=cfg.eval_flip)
-    results["meta"].update(checkpoint=checkpoint_dir, epoch=int(state["epoch"]))
+    results = evaluate_split(trained.model, cfg, split, rank=0, world_size=1, device=trained.device,
+                             num_classes=trained.num_classes, num_clips=cfg.eval_num_clips,
+                             flip=cfg.eval_flip)
+    results["meta"].update(checkpoint=checkpoint_dir, epoch=trained.epoch)
     url = args.out or fsio.join(checkpoint_dir, checkpoint.RESULTS_FILE)
     metrics.write_results(results, url)
     return url, results

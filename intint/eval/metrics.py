@@ -1,10 +1,11 @@
-"""Test-time maths: view averaging, late fusion, top-k / mean-class accuracy, confusion matrix, results JSON.
+"""Test-time maths: late fusion, top-k / mean-class accuracy, confusion matrix, results JSON.
 
 Pure NumPy on whole arrays (one row per video), so the same code scores a Ray evaluation job, a notebook or a
-test. It follows the reference (spec §6.2, §6.4, §7): softmax per view then the mean over views; fusion is the
-plain sum of the two pathways' probabilities (weights 1:1, no renormalisation); mean-class accuracy averages
-per-class recall over every class that occurs in the labels *or* the predictions, so a class that is only
-ever predicted counts as 0.
+test. It follows the reference (docs/method.md §6.2, §6.4, §7): the rows are view-averaged probabilities
+(softmax per view then the mean over views, ``intint.model.slowonly.average_views``); fusion is the plain sum
+of the two pathways' probabilities (weights 1:1, no renormalisation); mean-class accuracy averages per-class
+recall over every class that occurs in the labels *or* the predictions, so a class that is only ever
+predicted counts as 0.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 from intint.store import fsio
 
 __all__ = [
-    "average_views",
     "fuse",
     "topk_accuracy",
     "mean_class_accuracy",
@@ -63,23 +63,11 @@ def _labels(labels: Any, n: int, num_classes: int, name: str = "labels") -> np.n
     return arr.astype(np.int64, copy=False)
 
 
-def average_views(logits: Any) -> np.ndarray:
-    """``N×V×C`` logits (V test views per video) → ``N×C`` probabilities: softmax per view, mean over views.
-
-    Averaging probabilities rather than logits is the reference's ``average_clips='prob'``.
-    """
-    arr = _as_array(logits, "logits").astype(np.float64, copy=False)
-    if arr.ndim != 3:
-        raise ValueError(f"logits: expected N×V×C, got shape {arr.shape}")
-    shifted = arr - arr.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return (e / e.sum(axis=-1, keepdims=True)).mean(axis=1)
-
-
 def fuse(p_integrity: Any, p_intensity: Any, weights: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
-    """Late fusion: ``w0·p_integrity + w1·p_intensity``, not renormalised (spec §7, weights 1:1 there).
+    """Late fusion: ``w0·p_integrity + w1·p_intensity``, not renormalised.
 
-    Rows must be the same videos in the same order; the caller aligns them by key.
+    The reference fuses with weights 1:1 (docs/method.md §7). Rows must be the same videos in the same
+    order; the caller aligns them by key.
     """
     a = _scores(p_integrity, "p_integrity")
     b = _scores(p_intensity, "p_intensity")

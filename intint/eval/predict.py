@@ -2,10 +2,10 @@
 
 Why a separate path from the shard loader: a user with one new video has a pose pickle, not a shard
 set. This module does per video what the build + eval loader do per shard — intensity curve and peak
-(`intint.intensity`), the test clips of both pathways (`intint.clips.ClipMaker.test`), the test
-views (`intint.clips.render_views`) — with the run's own config read from the checkpoint, so the
-numbers equal what `intint evaluate` computes for the same video. The annotation file is read with the
-restricted unpickler and the sample is validated like any other (errors name the frame_dir and field).
+(`intint.pose.intensity`), the test clips of both pathways (`intint.loader.clip_maker.ClipMaker.test`), the
+test views (`intint.loader.clip_maker.render_views`) — with the run's own config read from the checkpoint,
+so the numbers equal what `intint evaluate` computes for the same video. The annotation file is read with
+the restricted unpickler and the sample is validated like any other (errors name the frame_dir and field).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import torch
 
 from intint.config import TrainConfig, loader_config
 from intint.eval import metrics
-from intint.eval.distributed import build_model
+from intint.eval.models import Weights, load_model
 from intint.loader.clip_maker import ClipMaker, render_views
-from intint.model import checkpoint
 from intint.pose import annotations, intensity
 from intint.store import shardio
+from intint.store.annotation_file import read_annotations
 from intint.store.shardstream import Video
 
 ROW_ORDER: tuple[str, ...] = ("integrity", "intensity", "fused")
@@ -30,7 +30,10 @@ ROW_ORDER: tuple[str, ...] = ("integrity", "intensity", "fused")
 
 @dataclass
 class VideoPrediction:
-    """Class scores of one video per pathway and fused (`fused` is the unnormalised weighted sum, spec §7)."""
+    """Class scores of one video per pathway and fused.
+
+    `fused` is the unnormalised weighted sum of the pathways' probabilities (docs/method.md §7).
+    """
 
     frame_dir: str
     label: int | None
@@ -96,19 +99,16 @@ def _jba_accuracies(cfg: TrainConfig) -> dict[str, float] | None:
 
 
 class Predictor:
-    """A checkpoint loaded once, predicting any number of videos with the run's test views."""
+    """A checkpoint loaded once, predicting any number of videos with the run's test views.
 
-    def __init__(self, checkpoint_dir: str, *, classes: str | None = None, device: str | None = None) -> None:
-        self.cfg = TrainConfig.from_dict(checkpoint.load_config(checkpoint_dir))
-        state = checkpoint.load_state(checkpoint_dir)
-        self.num_classes = int(state.get("num_classes") or self.cfg.num_classes or 0)
-        if self.num_classes < 1:
-            raise ValueError(f"checkpoint {checkpoint_dir}: no num_classes in {checkpoint.STATE_FILE} "
-                             "or its config")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = build_model(self.cfg, self.num_classes)
-        self.model.load_state_dict(state["model"])
-        self.model.to(self.device).eval()
+    `weights` picks the checkpoint's own epoch ("last") or the best epoch so far ("best").
+    """
+
+    def __init__(self, checkpoint_dir: str, *, classes: str | None = None, device: str | None = None,
+                 weights: Weights = "last") -> None:
+        trained = load_model(checkpoint_dir, weights, device)
+        self.cfg, self.num_classes, self.device, self.model = (trained.cfg, trained.num_classes,
+                                                               trained.device, trained.model)
         self.class_names = _class_names(self.cfg, self.num_classes, classes)
         self.loader_cfg = loader_config(self.cfg, self.cfg.data.test_split, train=False)
         self.jba = _jba_accuracies(self.cfg)
@@ -147,10 +147,12 @@ class Predictor:
 
 
 def predict_file(checkpoint_dir: str, annotation_file: str, key: str | None = None, *,
-                 classes: str | None = None, device: str | None = None) -> VideoPrediction:
-    """Load the checkpoint and the annotation file, then predict the video `key` (default: the first)."""
-    predictor = Predictor(checkpoint_dir, classes=classes, device=device)
-    raw = annotations.safe_load(annotation_file)
+                 classes: str | None = None, device: str | None = None,
+                 weights: Weights = "last") -> VideoPrediction:
+    """Load the checkpoint's `weights` and the annotation file, then predict the video `key` (default: the
+    first)."""
+    predictor = Predictor(checkpoint_dir, classes=classes, device=device, weights=weights)
+    raw = read_annotations(annotation_file)
     return predictor.predict(find_sample(raw, key, predictor.num_classes))
 
 
@@ -167,5 +169,5 @@ def format_prediction(pred: VideoPrediction, k: int = 5, rows: Sequence[str] = R
         cells = [f"{top[n][rank][0]} {top[n][rank][1]:.3f}" for n in names]
         lines.append(f"{rank + 1:<6}" + "".join(f"{c:<{width}}" for c in cells))
     if "fused" in names:
-        lines.append("(fused score = weighted sum of the two pathways' probabilities, spec §7)")
+        lines.append("(fused score = weighted sum of the two pathways' probabilities, docs/method.md §7)")
     return "\n".join(lines)

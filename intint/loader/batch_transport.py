@@ -2,26 +2,42 @@
 
 ``BatchBuilder`` fills one batch in place inside the worker (training batches whole, from
 ``ClipMaker.train_batch``; evaluation batches video by video), ``unpack`` turns what arrives in the
-main process into the contract's batch (docs/architecture.md, "Loader contract"). Split from
-``intint.data``, which decides *which* videos make a batch; this module decides how its bytes travel.
+main process into the contract's batch (docs/architecture.md, "Loader contract"). ``loader.streams``
+decides *which* videos make a batch; this module decides how its bytes travel, and why:
+
+* ``heatmaps_on="workers"``: heatmaps as **float16** B×K×T×H×W. Values lie in [0, 1] and the ±3σ
+  window keeps them above 0.011, where float16 is exact to 2^-11 relative, and it halves the bytes
+  of the shared-memory hand-off, the pin-memory copy and the host→device transfer;
+  ``loader.device.to_device`` casts to float32 on the device.
+* ``heatmaps_on="device"``: training clips B×M×T×V×2 / B×M×T×V *as cut from the videos*, in the
+  dtype the shards store (float16 in PYSKL data), with each clip's spatial map (compact, resize, crop,
+  flip as ``x' = a·x + b`` per axis, computed in the worker from every person's bounds) that
+  ``to_device`` applies on the device in float32 (``loader.device.apply_maps``): ~5 KB per clip against
+  5 MB of float16 heatmaps, and no rounding — mapped coordinates would have to travel as float32
+  (float16 moves a Gaussian of σ = 0.6 px by up to 1/32 px, several percent of its value). Persons are
+  padded with absent slots (zeros, score 0, which draw nothing) to ``max_persons``. Evaluation clips
+  travel mapped, as float32.
+* One shared-memory tensor per batch (the heatmaps of all pathways), allocated there from the start
+  as torch's own collate does, so the hand-off passes one file descriptor, not a copy; everything
+  small travels by value (``BatchBuilder`` explains the layout, ``unpack`` restores the contract).
+  Training batches reuse a small ring of such buffers per worker (``loader.shared_ring``): fresh
+  shared memory costs more to page in than rendering into it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
 from intint.loader.clip_maker import Clip, ClipBatch, render_views
+from intint.loader.config import LoaderConfig
 from intint.loader.shared_ring import WorkerBuffers, new_shared
 from intint.render import heatmaps
 from intint.render.scatter_layout import Written
 from intint.store.shardstream import Video
-
-if TYPE_CHECKING:
-    from intint.loader.streams import LoaderConfig
 
 RENDER_CHUNK = 8  # workers render training heatmaps this many samples per call (``BatchBuilder.add_batch``)
 
@@ -42,9 +58,9 @@ class BatchBuilder:
     axis after B; training clips as cut from the videos (stored dtype, the batch's own M) with
     ``"maps"`` P×B×7 float32 (each clip's ``coef`` flattened, then 1.0 where it flips) and ``"persons"``
     B; ``"max_persons"`` says what ``unpack`` pads M to.
-    Why: every shared-memory tensor costs a file-descriptor hand-off (a socket round trip per tensor,
-    ~2 ms here), so the big heatmaps go as ONE tensor and the small arrays travel by value through
-    the pipe (5× cheaper for a keypoint batch). ``unpack`` rebuilds the contract layout.
+    Why: every shared-memory tensor costs a file-descriptor hand-off (a socket round trip per tensor),
+    so the big heatmaps go as ONE tensor and the small arrays travel by value through the pipe (far
+    cheaper for a keypoint batch). ``unpack`` rebuilds the contract layout.
     """
 
     def __init__(self, cfg: LoaderConfig, size: int, num_clips: int | None, flip_double: bool,
@@ -119,9 +135,9 @@ class BatchBuilder:
             length, joints = first.keypoint.shape[2:4]
             self._alloc(length, joints, first.size)
             # Rendered a few samples at a time, both pathways in one call, real persons only: runs of up
-            # to RENDER_CHUNK samples with the same person count. Why: a call costs ~0.4 ms of fixed
-            # overhead (a few dozen small tensor ops), ~15 % of a sample's work when each sample is a call;
-            # the whole batch in one call gains little more while its temporaries outgrow the caches.
+            # to RENDER_CHUNK samples with the same person count. Why: a call has a fixed overhead (a few
+            # dozen small tensor ops), a sizeable share of a sample's work when each sample is a call; the
+            # whole batch in one call gains little more while its temporaries outgrow the caches.
             h, w = first.size
             mapped = [batch[p].mapped() for p in self.pathways]
             kp = np.stack([k for k, _ in mapped])  # P×B×K×L×V×2
@@ -179,8 +195,8 @@ def unpack(wire: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
 
     Zero-copy views; arrays that came by value are pinned here when ``pin_memory`` is set (the
     DataLoader's pin thread pins only tensors, i.e. the heatmaps). Training keypoint batches also carry
-    ``"{pathway}_map"`` (B×7) and ``"persons"`` (B): ``data.to_device`` applies the maps
-    (``clipmap.apply_maps``) before it renders.
+    ``"{pathway}_map"`` (B×7) and ``"persons"`` (B): ``loader.device.to_device`` applies the maps
+    (``apply_maps``) before it renders.
     """
     pin = pin_memory and torch.cuda.is_available()
     label = torch.from_numpy(wire["label"])

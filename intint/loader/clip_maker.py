@@ -1,6 +1,6 @@
 """One decoded video → the keypoint clips of both pathways, and clips → heatmap views.
 
-The two pathways share everything but the frame sampler (spec §4): the Integrity clip is PoseC3D's
+The two pathways share everything but the frame sampler (docs/method.md §4): the Integrity clip is PoseC3D's
 uniform sampling, the Intensity clip the window around the precomputed intensity peak (or around a
 random centre for the "random" ablation). Both are cut from the *same* decoded arrays, so a video is
 read and decoded once per step for both pathways.
@@ -22,8 +22,6 @@ import torch
 from intint.pose import keypoint_maps, sampling, transforms
 from intint.render import heatmaps
 from intint.store.shardstream import Video
-
-PATHWAYS: tuple[str, ...] = ("integrity", "intensity")
 
 
 @dataclass
@@ -72,14 +70,50 @@ class ClipBatch:
         return self._mapped
 
 
+@dataclass(frozen=True)
+class _BatchRows:
+    """A training batch's videos as one table of (person, frame) rows, end to end, plus one zero row for
+    padded person slots. Why: one gather per pathway then cuts all clips, instead of four small NumPy
+    calls per clip."""
+
+    kp: np.ndarray  # rows×V×2, stored dtype, the zero row last
+    score: np.ndarray  # rows×V
+    first: np.ndarray  # B×M×1: the row of (clip i, person p, frame 0)
+    present: np.ndarray  # B×M×1: person p is one of video i's
+    zero_row: np.integer  # the zero row, where absent persons' rows point
+    persons: list[int]  # each video's person count
+    frames: list[int]  # each video's frame count
+    shapes: list[tuple[int, int]]  # each video's img_shape
+
+    @staticmethod
+    def of(videos: list[Video]) -> _BatchRows:
+        persons = [int(v.keypoint.shape[0]) for v in videos]
+        joints = videos[0].keypoint.shape[2]
+        for v in videos:
+            if v.keypoint.shape[2] != joints:
+                raise ValueError(f"{v.shard}: sample {v.key} ({v.frame_dir!r}): field 'keypoint': "
+                                 f"{v.keypoint.shape[2]} joints, the batch's others have {joints}")
+        frames = [int(v.keypoint.shape[1]) for v in videos]
+        flat_kp = np.concatenate([v.keypoint.reshape(-1, joints, 2) for v in videos]
+                                 + [np.zeros((1, joints, 2), dtype=videos[0].keypoint.dtype)])
+        flat_score = np.concatenate([v.keypoint_score.reshape(-1, joints) for v in videos]
+                                    + [np.zeros((1, joints), dtype=videos[0].keypoint_score.dtype)])
+        starts = np.cumsum([0] + [m * t for m, t in zip(persons, frames, strict=True)])
+        slot = np.arange(max(persons))[None, :, None]
+        present = slot < np.array(persons)[:, None, None]
+        first = starts[:-1, None, None] + slot * np.array(frames)[:, None, None]
+        return _BatchRows(flat_kp, flat_score, first, present, starts[-1], persons, frames,
+                          [video.img_shape for video in videos])
+
+
 class ClipMaker:
     """Samples, transforms and truncates the clips of the enabled pathways for one video."""
 
     def __init__(self, pathways: tuple[str, ...], clip_len: int, definition: str, jitter: int,
                  pipeline: transforms.PipelineConfig, max_persons: int, seed: int) -> None:
-        unknown = [p for p in pathways if p not in PATHWAYS]
+        unknown = [p for p in pathways if p not in sampling.PATHWAYS]
         if unknown or not pathways:
-            raise ValueError(f"pathways must be a non-empty subset of {PATHWAYS}, got {pathways}")
+            raise ValueError(f"pathways must be a non-empty subset of {sampling.PATHWAYS}, got {pathways}")
         self.pathways = pathways
         self.clip_len = clip_len
         self.random_centre = definition == "random"
@@ -89,7 +123,7 @@ class ClipMaker:
         self.train_pipe = transforms.train_pipeline(pipeline)
         self.test_pipe = transforms.test_pipeline(pipeline)
         # One Generator per pathway, re-seeded per clip (``clip_rng(out=)``): constructing a fresh one per
-        # clip cost about a tenth of a sample's CPU budget.
+        # clip costs a sizeable share of a sample's CPU budget.
         self._rngs = {p: sampling.new_clip_generator() for p in pathways}
         self._steps = np.arange(clip_len, dtype=np.int64)
 
@@ -115,7 +149,7 @@ class ClipMaker:
                 # a window of consecutive frames: a view suffices (the pipeline never writes its input)
                 frames = slice(int(idx[0]), int(idx[0]) + len(idx))
                 kp_in, score_in = video.keypoint[:, frames], video.keypoint_score[:, frames]
-            else:  # np.take gathers along an axis about twice as fast as fancy indexing
+            else:  # np.take gathers along an axis faster than fancy indexing
                 kp_in = np.take(video.keypoint, idx, axis=1)
                 score_in = np.take(video.keypoint_score, idx, axis=1)
             kp, score, size = self.train_pipe(kp_in, score_in, video.img_shape, rng, persons=self.max_persons)
@@ -133,65 +167,60 @@ class ClipMaker:
         """
         if len(videos) != len(rng_keys) or not videos:
             raise ValueError(f"train_batch: {len(videos)} videos and {len(rng_keys)} RNG keys")
-        attempts = self.train_pipe.max_attempts
-        persons = [int(v.keypoint.shape[0]) for v in videos]
-        joints = videos[0].keypoint.shape[2]
-        for v in videos:
-            if v.keypoint.shape[2] != joints:
-                raise ValueError(f"{v.shard}: sample {v.key} ({v.frame_dir!r}): field 'keypoint': "
-                                 f"{v.keypoint.shape[2]} joints, the batch's others have {joints}")
-        # Every video's (person, frame) rows end to end, plus one zero row for padded person slots: one
-        # gather per pathway then cuts all clips, instead of four small NumPy calls per clip.
-        frames = [int(v.keypoint.shape[1]) for v in videos]
-        flat_kp = np.concatenate([v.keypoint.reshape(-1, joints, 2) for v in videos]
-                                 + [np.zeros((1, joints, 2), dtype=videos[0].keypoint.dtype)])
-        flat_score = np.concatenate([v.keypoint_score.reshape(-1, joints) for v in videos]
-                                    + [np.zeros((1, joints), dtype=videos[0].keypoint_score.dtype)])
-        starts = np.cumsum([0] + [m * t for m, t in zip(persons, frames, strict=True)])
-        b, most, length = len(videos), max(persons), self.clip_len
-        draws = 2 * attempts + 3  # the pipeline's uniforms per clip
-        # row of (clip i, person p, frame 0) in the concatenated arrays; absent persons → the zero row
-        slot = np.arange(most)[None, :, None]
-        present = slot < np.array(persons)[:, None, None]  # B×M×1
-        first_rows = starts[:-1, None, None] + slot * np.array(frames)[:, None, None]
-        shapes = [video.img_shape for video in videos]
-        kept = [min(m, self.max_persons) for m in persons]
-        keep = min(most, self.max_persons)
-        # Frames of clip i, vectorised where no per-clip logic is needed: Integrity clips of videos with
-        # T >= 2L take one frame per equal segment from L uniforms that come first in the clip's stream
-        # (``sampling.uniform_indices``), Intensity clips a window at the stored peak; the other regimes,
-        # the random-centre ablation and temporal jitter go through ``_indices`` clip by clip.
-        frames_of = np.empty((b, length), dtype=np.int64)
+        rows = _BatchRows.of(videos)
+        frames_of = np.empty((len(videos), self.clip_len), dtype=np.int64)  # each pathway's, in turn
         out = {}
         for pathway in self.pathways:
-            uniforms = np.empty((b, length + draws))
-            for i, (video, key) in enumerate(zip(videos, rng_keys, strict=True)):
-                rng = sampling.clip_rng(self.seed, epoch, key, pathway, out=self._rngs[pathway])
-                t = frames[i]
-                if pathway == "integrity" and t >= 2 * length:
-                    rng.random(out=uniforms[i])  # L index uniforms, then the pipeline's
-                    sampling.segment_frames(t, length, uniforms[i, :length], out=frames_of[i])
-                    continue
-                if pathway == "intensity" and not self.random_centre and not self.jitter and t >= length:
-                    frames_of[i] = self._steps + sampling.window_start(t, _peak(video), length)
-                else:
-                    frames_of[i] = self._indices(video, pathway, 1, False, rng)
-                rng.random(out=uniforms[i, length:])
-            rows_of = np.where(present, first_rows + frames_of[:, None, :], starts[-1])  # B×M×L
-            kp = flat_kp.take(rows_of, axis=0)  # B×M×L×V×2, stored dtype
-            bounds = keypoint_maps.float16_bounds(kp)  # straight from float16 clips as stored, when it can
-            if bounds is None:
-                rows = _planar(kp)
-                coef, flipped = self.train_pipe.maps(rows, persons, shapes, uniforms[:, length:])
-            else:
-                rows = None
-                coef, flipped = self.train_pipe.maps_from_bounds(bounds, shapes, uniforms[:, length:])
-            # the first max_persons slots (the map was framed on all of them); scores only move, never
-            # change, so they stay in their stored dtype
-            score = flat_score.take(rows_of[:, :keep], axis=0)
-            out[pathway] = ClipBatch(kp[:, :keep], score, self.train_pipe.cfg.train_hw, kept, coef, flipped,
-                                     tuple(self.train_pipe.cfg.flip_index), rows)
+            draws = self._sample_frames(videos, epoch, rng_keys, pathway, rows.frames, frames_of)
+            out[pathway] = self._cut_clips(rows, frames_of, draws)
         return out
+
+    def _sample_frames(self, videos: list[Video], epoch: int, rng_keys: list[str], pathway: str,
+                       frames: list[int], out: np.ndarray) -> np.ndarray:
+        """The frames of each video's ``pathway`` clip into ``out`` (B×L), and the pipeline's uniforms of
+        each clip (B×draws), drawn from the clip's Generator in ``train``'s order.
+
+        Vectorised where no per-clip logic is needed: Integrity clips of videos with T >= 2L take one
+        frame per equal segment from L uniforms that come first in the clip's stream
+        (``sampling.uniform_indices``), Intensity clips a window at the stored peak; the other regimes,
+        the random-centre ablation and temporal jitter go through ``_indices`` clip by clip.
+        """
+        length = self.clip_len
+        draws = 2 * self.train_pipe.max_attempts + 3  # the pipeline's uniforms per clip
+        uniforms = np.empty((len(videos), length + draws))
+        for i, (video, key) in enumerate(zip(videos, rng_keys, strict=True)):
+            rng = sampling.clip_rng(self.seed, epoch, key, pathway, out=self._rngs[pathway])
+            t = frames[i]
+            if pathway == "integrity" and t >= 2 * length:
+                rng.random(out=uniforms[i])  # L index uniforms, then the pipeline's
+                sampling.segment_frames(t, length, uniforms[i, :length], out=out[i])
+                continue
+            if pathway == "intensity" and not self.random_centre and not self.jitter and t >= length:
+                out[i] = self._steps + sampling.window_start(t, _peak(video), length)
+            else:
+                out[i] = self._indices(video, pathway, 1, False, rng)
+            rng.random(out=uniforms[i, length:])
+        return uniforms[:, length:]
+
+    def _cut_clips(self, rows: _BatchRows, frames_of: np.ndarray, draws: np.ndarray) -> ClipBatch:
+        """One pathway's clips of the batch at frames ``frames_of`` (B×L), cut with one gather, and their
+        maps from the pipeline's uniforms ``draws``."""
+        rows_of = np.where(rows.present, rows.first + frames_of[:, None, :], rows.zero_row)  # B×M×L
+        kp = rows.kp.take(rows_of, axis=0)  # B×M×L×V×2, stored dtype
+        bounds = keypoint_maps.float16_bounds(kp)  # straight from float16 clips as stored, when it can
+        if bounds is None:
+            planar = _planar(kp)
+            coef, flipped = self.train_pipe.maps(planar, rows.persons, rows.shapes, draws)
+        else:
+            planar = None
+            coef, flipped = self.train_pipe.maps_from_bounds(bounds, rows.shapes, draws)
+        # the first max_persons slots (the map was framed on all of them); scores only move, never
+        # change, so they stay in their stored dtype
+        keep = min(max(rows.persons), self.max_persons)
+        score = rows.score.take(rows_of[:, :keep], axis=0)
+        kept = [min(m, self.max_persons) for m in rows.persons]
+        return ClipBatch(kp[:, :keep], score, self.train_pipe.cfg.train_hw, kept, coef, flipped,
+                         tuple(self.train_pipe.cfg.flip_index), planar)
 
     def test(self, video: Video, num_clips: int) -> dict[str, Clip]:
         """The ``num_clips`` deterministic test clips of each pathway, C×M×L×V×2.
@@ -214,7 +243,7 @@ class ClipMaker:
 def _planar(keypoint: np.ndarray) -> np.ndarray:
     """Clips B×M×L×V×2 (any float dtype) → a new float32 B×2×M×L×V (x plane, y plane): what the bounds
     reductions and ``apply_maps_planar`` want. Cast and de-interleave in one torch copy: NumPy casts
-    float16 element by element (~3 ns each here), torch with F16C."""
+    float16 element by element, torch with F16C."""
     b, m, length, joints, _ = keypoint.shape
     rows = np.empty((b, 2, m, length, joints), dtype=np.float32)
     source = torch.from_numpy(np.ascontiguousarray(keypoint)).view(b, -1, 2).transpose(1, 2)

@@ -1,16 +1,26 @@
-"""The loader's work on the training device: keypoint clips moved by their training maps (torch).
+"""The loader's work on the training device: a batch moved there (``to_device``), and keypoint clips moved by
+their training maps (``apply_maps``), in torch.
 
 With ``heatmaps_on="device"`` the workers ship clips as stored plus one affine map per clip
 (``intint.pose.transforms.FusedTrainPipeline.maps``); ``apply_maps`` applies them where the batch
-already is, bit for bit as the workers' NumPy ``intint.pose.keypoint_maps.apply_maps_planar``.
+already is, bit for bit as the workers' NumPy ``intint.pose.keypoint_maps.apply_maps_planar``, and
+``to_device`` renders the heatmaps there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+
+from intint.loader.clip_maker import render_views
+from intint.loader.config import LoaderConfig
+from intint.pose.sampling import PATHWAYS
+from intint.render import heatmaps
+
+__all__ = ["apply_maps", "to_device"]
 
 
 def _tensor(value: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -33,7 +43,7 @@ def apply_maps(
     dtype; NaN/inf are absent joints) and score B×K×L×V → float32 coordinates and the score (its own
     dtype) with flipped clips' joints swapped and person slots from ``persons[i]`` on zero.
 
-    Torch, on whatever device the keypoints are: ``data.to_device`` runs it on the training device
+    Torch, on whatever device the keypoints are: ``to_device`` runs it on the training device
     (the workers, which hold a planar copy, use ``apply_maps_planar``). Per element ``a·x + b`` (``b0``
     where x == 0) in two float32 operations, exactly the rounding of the per-clip path; the inputs are
     never written.
@@ -57,3 +67,31 @@ def apply_maps(
                          torch.arange(v, device=device))  # B×V: each clip's joint order
     out = out.gather(3, joints[:, None, None, :, None].expand(out.shape))
     return out, sc.gather(3, joints[:, None, None, :].expand(sc.shape))
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str, cfg: LoaderConfig) -> dict[str, Any]:
+    """The batch on ``device`` in the contract layout, heatmaps float32.
+
+    ``heatmaps_on="device"`` batches are rendered here with ``heatmaps.render_batch`` (on the GPU
+    when ``device`` is one); "workers" batches are moved as float16 and cast on the device.
+    """
+    device = torch.device(device)
+    out: dict[str, Any] = {"label": batch["label"].to(device, non_blocking=True), "key": batch["key"],
+                           "skipped": batch["skipped"]}
+    for pathway in PATHWAYS:
+        if pathway in batch:
+            out[pathway] = batch[pathway].to(device, non_blocking=True).float()
+        elif f"{pathway}_kp" in batch:
+            kp = batch[f"{pathway}_kp"].to(device, non_blocking=True)
+            score = batch[f"{pathway}_score"].to(device, non_blocking=True)
+            h, w = batch["size"]
+            if f"{pathway}_map" in batch:  # training clips as cut from the videos, with their maps
+                maps = batch[f"{pathway}_map"].to(device, non_blocking=True)
+                persons = batch["persons"].to(device, non_blocking=True)
+                flip_index = cfg.pipeline.flip_index
+                kp, score = apply_maps(kp, score, maps[:, :6], maps[:, 6] != 0, persons, flip_index)
+            if kp.ndim == 5:
+                out[pathway] = heatmaps.render_batch(kp, score, h, w, sigma=cfg.sigma)
+            else:
+                out[pathway] = render_views(kp, score, (h, w), cfg.sigma, bool(batch["flip_double"]))
+    return out

@@ -137,17 +137,6 @@ def train_plan(counts: Sequence[int], world_size: int, num_workers: int, batch_s
     return TrainPlan(len(counts), world_size, readers, batch_size, sample_quota(counts, world_size, readers))
 
 
-def interleave(per_reader: Sequence[int]) -> list[tuple[int, int]]:
-    """The DataLoader's in-order round robin over readers with ``per_reader[w]`` batches each.
-
-    Returns ``[(reader, batch_index), ...]``: round ``k`` takes batch ``k`` of every reader that still
-    has one. This is the order torch's DataLoader delivers an IterableDataset's worker outputs in
-    (workers that finish drop out of the cycle without reordering the rest).
-    """
-    rounds = max(per_reader, default=0)
-    return [(w, k) for k in range(rounds) for w, n in enumerate(per_reader) if k < n]
-
-
 def eval_batches(counts: Sequence[int], batch_size: int) -> int:
     """Batches one evaluation reader yields for shards holding ``counts`` samples (last one partial)."""
     return math.ceil(sum(counts) / batch_size)

@@ -2,10 +2,9 @@
 
 Why: a training batch of float16 heatmaps is large (2 pathways × 16 clips × 17×48×56×56 = 164 MB), and
 a freshly allocated shared-memory buffer has to be page-faulted in by the kernel one 4 KB page at a
-time, zero-filled, before the renderer can write it. On the project's VM that costs ~4.5 ms of CPU
-per clip, about 70 % of a worker's time per sample; rendering into a buffer that is already mapped
-costs ~2 ms. So each worker keeps a small ring of batch buffers and reuses one as soon as the training
-loop has provably let go of it.
+time, zero-filled, before the renderer can write it: more CPU than rendering into a buffer that is
+already mapped (docs/benchmarks.md has the figures). So each worker keeps a small ring of batch buffers
+and reuses one as soon as the training loop has provably let go of it.
 
 Protocol (no locks; every flag has exactly one writer at a time):
 
@@ -40,7 +39,7 @@ class RingBuffer:
     """One ring slot's buffer in its worker, and the storage offsets the last renders into it wrote.
 
     Why the offsets: a batch of heatmaps is ~99 % zeros, so resetting the few elements drawn last time
-    (``heatmaps.clear_written``) moves a hundredth of the bytes of zeroing the whole 164 MB buffer,
+    (``scatter_layout.clear_written``) moves a hundredth of the bytes of zeroing the whole 164 MB buffer,
     which does not fit in any cache.
     """
 

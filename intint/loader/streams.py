@@ -1,34 +1,14 @@
-"""The streaming two-pathway loader: shard set → batches of both pathways' inputs (docs/architecture.md).
+"""The streaming two-pathway loaders: shard set → batches of both pathways' inputs (docs/architecture.md).
 
 Layout: ``train_loader`` / ``eval_loader`` wrap a torch ``DataLoader(batch_size=None)`` over an
 ``IterableDataset`` whose every item is a *whole batch*, assembled inside the worker process. Each
-worker streams its own shards (``intint.shardstream``, WebDataset), decodes each video once, cuts both
-pathways' clips from it (``intint.clips``) and either renders the heatmaps itself
-(``heatmaps_on="workers"``) or ships the keypoint clips for ``to_device`` to render on the training
-device (``heatmaps_on="device"``).
+worker streams its own shards (``intint.store.shardstream``, WebDataset), decodes each video once, cuts both
+pathways' clips from it (``loader.clip_maker``) and either renders the heatmaps itself
+(``heatmaps_on="workers"``) or ships the keypoint clips for ``loader.device.to_device`` to render on the
+training device (``heatmaps_on="device"``). How a batch crosses to the main process, and why that way:
+``loader.batch_transport``; the recycled shared-memory buffers of training heatmaps: ``loader.shared_ring``.
 
-What crosses the process boundary, and why:
-
-* ``heatmaps_on="workers"``: heatmaps as **float16** B×K×T×H×W. Values lie in [0, 1] and the ±3σ
-  window keeps them above 0.011, where float16 is exact to 2^-11 relative, and it halves the bytes
-  of the shared-memory hand-off, the pin-memory copy and the host→device transfer;
-  ``to_device`` casts to float32 on the device.
-* ``heatmaps_on="device"``: training clips B×M×T×V×2 / B×M×T×V *as cut from the videos*, in the
-  dtype the shards store (float16 in PYSKL data), with each clip's spatial map (compact, resize, crop,
-  flip as ``x' = a·x + b`` per axis, computed in the worker from every person's bounds) that
-  ``to_device`` applies on the device in float32 (``clipmap.apply_maps``): ~5 KB per clip against
-  5 MB of float16 heatmaps, and no rounding — mapped coordinates would have to travel as float32
-  (float16 moves a Gaussian of σ = 0.6 px by up to 1/32 px, several percent of its value). Persons are
-  padded with absent slots (zeros, score 0, which draw nothing) to ``max_persons``. Evaluation clips
-  travel mapped, as float32.
-* One shared-memory tensor per batch (the heatmaps of all pathways), allocated there from the start
-  as torch's own collate does, so the hand-off passes one file descriptor, not a copy; everything
-  small travels by value (``intint.wire``: ``BatchBuilder`` explains the layout, ``unpack`` restores
-  the contract).
-  Training batches reuse a small ring of such buffers per worker (``intint.bufferpool``): fresh
-  shared memory costs more to page in than rendering into it.
-
-Training order is deterministic (``intint.loaderplan``): the shard order is shuffled by
+Training order is deterministic (``loader.epoch_plan``): the shard order is shuffled by
 (seed, epoch), split by rank then by worker, each worker shuffles its raw samples with a buffer
 seeded by (seed, epoch, rank, worker) and yields a fixed quota of batches, and the DataLoader
 collects from workers round-robin. The loader's state is just ``(epoch, batches_consumed)``; a
@@ -50,12 +30,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from intint.loader import epoch_plan
 from intint.loader.batch_transport import BatchBuilder, unpack
-from intint.loader.clip_maker import PATHWAYS, ClipMaker, render_views
-from intint.loader.device import apply_maps
+from intint.loader.clip_maker import ClipMaker
+from intint.loader.config import LoaderConfig, LoaderState
 from intint.loader.shared_ring import Ledger, RingBuffer, WorkerBuffers
-from intint.pose import intensity
-from intint.pose.transforms import PipelineConfig
-from intint.render import heatmaps
 from intint.store import reweighted_peaks, shardio
 from intint.store.shardstream import (
     CorruptSample,
@@ -71,90 +48,7 @@ from intint.store.shardstream import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoaderConfig", "LoaderState", "SkipCounter", "TrainLoader", "EvalLoader", "train_loader",
-           "eval_loader", "to_device", "PATHWAYS"]
-
-
-@dataclass
-class LoaderConfig:
-    """Everything the loader needs; the fields of docs/architecture.md "Loader contract"."""
-
-    shards: str  # shard-set URL (local path or fsspec URL)
-    split: str = "train"
-    batch_size: int = 16  # per rank
-    num_workers: int = 2  # DataLoader worker processes per rank (0 = read in the main process)
-    pathways: str = "both"  # "both" | "integrity" | "intensity"
-    heatmaps_on: str = "workers"  # "workers" (render in loader processes) | "device" (ship keypoint clips)
-    clip_len: int = 48
-    intensity_mode: str = "reference"  # which precomputed columns to read
-    intensity_definition: str = "J"  # any name in intensity.DEFINITIONS, or "random" (spec §2.6)
-    jba_weights: dict[str, float] | None = None  # JBA_weighted peaks for these weights (intint.reweight)
-    jitter: int = 0  # temporal jitter of the peak in training (0 = reference)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    sigma: float = 0.6
-    max_persons: int = 2  # keypoint clips are padded/truncated to this many persons
-    seed: int = 0
-    shuffle_buffer: int = 256
-    allow_missing_shards: bool = False
-    pin_memory: bool = False
-    prefetch_factor: int = 4
-    persistent_workers: bool = True
-
-    def __post_init__(self) -> None:
-        if self.pathways not in ("both", "integrity", "intensity"):
-            raise ValueError(f"LoaderConfig.pathways must be 'both', 'integrity' or 'intensity', "
-                             f"got {self.pathways!r}")
-        if self.heatmaps_on not in ("workers", "device"):
-            raise ValueError(f"LoaderConfig.heatmaps_on must be 'workers' or 'device', "
-                             f"got {self.heatmaps_on!r}")
-        if self.intensity_definition != "random" and self.intensity_definition not in intensity.DEFINITIONS:
-            raise ValueError(f"LoaderConfig.intensity_definition must be 'random' or one of "
-                             f"{intensity.DEFINITIONS}, got {self.intensity_definition!r}")
-        for name in ("batch_size", "clip_len", "max_persons", "prefetch_factor"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"LoaderConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "jitter", "seed", "shuffle_buffer"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"LoaderConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.sigma <= 0:
-            raise ValueError(f"LoaderConfig.sigma must be positive, got {self.sigma}")
-        if self.jba_weights is not None and self.intensity_definition != "JBA_weighted":
-            raise ValueError("LoaderConfig.jba_weights only applies to intensity_definition 'JBA_weighted', "
-                             f"got {self.intensity_definition!r}")
-
-    @property
-    def active_pathways(self) -> tuple[str, ...]:
-        return PATHWAYS if self.pathways == "both" else (self.pathways,)
-
-    @property
-    def needs_peaks(self) -> bool:
-        return "intensity" in self.active_pathways and self.intensity_definition != "random"
-
-    @property
-    def peak_column(self) -> str:
-        return shardio.peak_column(self.intensity_mode, self.intensity_definition)
-
-
-@dataclass
-class LoaderState:
-    """Where a training loader is: the epoch and how many of its batches this rank has consumed."""
-
-    epoch: int = 0
-    batches_consumed: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> LoaderState:
-        try:
-            epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
-        except (KeyError, TypeError, ValueError) as exn:
-            raise ValueError("loader state must be {'epoch': int, 'batches_consumed': int}, "
-                             f"got {state!r}") from exn
-        if epoch < 0 or consumed < 0:
-            raise ValueError(f"loader state must be non-negative, got {state!r}")
-        return cls(epoch, consumed)
+__all__ = ["SkipCounter", "TrainLoader", "EvalLoader", "train_loader", "eval_loader", "ring_slots"]
 
 
 @dataclass
@@ -162,7 +56,7 @@ class SkipCounter:
     """Corrupt or lost samples the loader skipped, as reported by the batches that passed through.
 
     ``total`` over the loader's life, ``by_epoch`` per training epoch (eval loaders use epoch 0).
-    Each worker also logs every skip with its key and shard (logger ``intint.data``/``shardstream``).
+    Each worker also logs every skip with its key and shard (logger ``intint.loader.streams``).
     """
 
     total: int = 0
@@ -262,7 +156,7 @@ class _TrainStream(IterableDataset):
         super().__init__()
         self.layout, self.plan, self.shared_state, self.pool_flags = layout, plan, shared_state, pool_flags
         self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
-        self.arena: dict[int, RingBuffer] = {}  # this worker's recycled heatmap buffers (bufferpool)
+        self.arena: dict[int, RingBuffer] = {}  # this worker's recycled heatmap buffers (shared_ring)
 
     def _videos(self, reader: int, epoch: int, skips: _Skips) -> Iterator[tuple[str, Video]]:
         """This reader's videos in order, endlessly: pass 0 is the epoch proper, later passes top up.
@@ -394,11 +288,11 @@ class TrainLoader:
         self.state = LoaderState()
         self.skips = SkipCounter()
         self._generation = 0
-        self.recycled_batches = 0  # batches delivered in recycled worker buffers (intint.bufferpool)
+        self.recycled_batches = 0  # batches delivered in recycled worker buffers (shared_ring)
         # (epoch, batches consumed, generation = passes started), read by each worker when its pass starts
         # (persistent workers hold a copy of the dataset from their first pass: attributes would not reach).
         self._shared_state = torch.zeros(3, dtype=torch.int64).share_memory_()
-        # Heatmap buffers recycled between worker and main process (intint.bufferpool), ring_slots per worker
+        # Heatmap buffers recycled between worker and main process (shared_ring), ring_slots per worker
         pooled = cfg.heatmaps_on == "workers" and cfg.num_workers > 0
         self._ledger = Ledger(cfg.num_workers, ring_slots(cfg)) if pooled else None
         stream = _TrainStream(self.layout, self.plan, self._shared_state,
@@ -494,34 +388,7 @@ def train_loader(cfg: LoaderConfig, rank: int, world_size: int) -> TrainLoader:
 def eval_loader(cfg: LoaderConfig, rank: int, world_size: int, *, num_clips: int = 1,
                 flip_double: bool = True) -> EvalLoader:
     """The evaluation loader of ``rank``: every video of ``cfg.split`` exactly once across ranks, with
-    the test views of spec §4 (``num_clips`` uniform clips, ×2 with the mirrored view); batches are
+    the test views of docs/method.md §4 (``num_clips`` uniform clips, ×2 with the mirrored view); batches are
     B×N×K×T×H×W, the last one of each worker possibly smaller."""
     return EvalLoader(cfg, rank, world_size, num_clips, flip_double)
 
-
-def to_device(batch: dict[str, Any], device: torch.device | str, cfg: LoaderConfig) -> dict[str, Any]:
-    """The batch on ``device`` in the contract layout, heatmaps float32.
-
-    ``heatmaps_on="device"`` batches are rendered here with ``heatmaps.render_batch`` (on the GPU
-    when ``device`` is one); "workers" batches are moved as float16 and cast on the device.
-    """
-    device = torch.device(device)
-    out: dict[str, Any] = {"label": batch["label"].to(device, non_blocking=True), "key": batch["key"],
-                           "skipped": batch["skipped"]}
-    for pathway in PATHWAYS:
-        if pathway in batch:
-            out[pathway] = batch[pathway].to(device, non_blocking=True).float()
-        elif f"{pathway}_kp" in batch:
-            kp = batch[f"{pathway}_kp"].to(device, non_blocking=True)
-            score = batch[f"{pathway}_score"].to(device, non_blocking=True)
-            h, w = batch["size"]
-            if f"{pathway}_map" in batch:  # training clips as cut from the videos, with their maps
-                maps = batch[f"{pathway}_map"].to(device, non_blocking=True)
-                persons = batch["persons"].to(device, non_blocking=True)
-                flip_index = cfg.pipeline.flip_index
-                kp, score = apply_maps(kp, score, maps[:, :6], maps[:, 6] != 0, persons, flip_index)
-            if kp.ndim == 5:
-                out[pathway] = heatmaps.render_batch(kp, score, h, w, sigma=cfg.sigma)
-            else:
-                out[pathway] = render_views(kp, score, (h, w), cfg.sigma, bool(batch["flip_double"]))
-    return out

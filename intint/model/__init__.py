@@ -1,1 +1,2 @@
-"""model"""
+"""The network (`slowonly`), PYSKL checkpoint import (`pyskl_checkpoint`) and training checkpoint
+folders (`checkpoint`)."""

@@ -1,63 +1,53 @@
-"""SlowOnly 3D-ResNet pathways, the I3D head, two-pathway wrapper and PYSKL checkpoint import.
+"""SlowOnly 3D-ResNet pathways, the I3D head and the two-pathway wrapper.
 
-The architecture is PoseC3D's ``ResNet3dSlowOnly`` exactly as the Int&Int reference configures it (spec §6.1,
-§6.2): Bottleneck3d blocks (expansion 4) with '3x1x1' temporal inflation, a 1×7×7 stem without striding,
-only the last stage's features go to the head. Parameter counts and feature shapes match the reference, so
-PYSKL / MMAction2 checkpoints (e.g. the K400 PoseC3D weights HMDB51 starts from) load through a key-name
-mapping instead of a copy of PYSKL's registries.
+The architecture is PoseC3D's ``ResNet3dSlowOnly`` exactly as the Int&Int reference configures it
+(docs/method.md §6.1, §6.2): Bottleneck3d blocks (expansion 4) with '3x1x1' temporal inflation, a 1×7×7 stem
+without striding, only the last stage's features go to the head. Parameter counts and feature shapes match
+the reference, so PYSKL / MMAction2 checkpoints (e.g. the K400 PoseC3D weights HMDB51 starts from) load
+through a key-name mapping (``intint.model.pyskl_checkpoint``) instead of a copy of PYSKL's registries.
 
 The two pathways are independent networks. ``TwoPathwayModel`` only puts them in one module so that one data
 step feeds both; the summed loss gives each pathway exactly the gradients of a separate run (the reference
-trains them in separate runs, spec §6.2).
+trains them in separate runs, docs/method.md §6.2).
 """
 
 from __future__ import annotations
 
-import re
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import fsspec
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from intint.pose.sampling import PATHWAYS
+
 __all__ = [
     "PATHWAYS",
     "SlowOnlyConfig",
-    "finegym_backbone",
-    "hmdb51_backbone",
-    "small_backbone",
     "Bottleneck3d",
     "ResNet3dSlowOnly",
     "I3DHead",
     "Recognizer",
     "TwoPathwayModel",
+    "average_views",
     "to_channels_last",
-    "LoadReport",
-    "pyskl_to_intint_key",
-    "intint_to_pyskl_key",
-    "to_pyskl_state_dict",
-    "from_pyskl_state_dict",
-    "load_pyskl_checkpoint",
 ]
 
-PATHWAYS: tuple[str, str] = ("integrity", "intensity")
 EXPANSION = 4  # Bottleneck3d output channels = planes * 4 (ResNet-50 style)
 
 
 # --------------------------------------------------------------------------------------------------------
-# Configuration and presets
+# Configuration
 # --------------------------------------------------------------------------------------------------------
 
 
 @dataclass(kw_only=True)
 class SlowOnlyConfig:
-    """One pathway's network: ``ResNet3dSlowOnly`` backbone + ``I3DHead`` (spec §6.1 table).
+    """One pathway's network: ``ResNet3dSlowOnly`` backbone + ``I3DHead`` (docs/method.md §6.1 table).
 
-    Defaults are the FineGYM backbone; ``num_classes`` has no default because a wrong class count only shows
-    up as a silently useless head.
+    Defaults are the FineGYM backbone; the run presets (``intint.config``) set the sizes that differ.
+    ``num_classes`` has no default because a wrong class count only shows up as a silently useless head.
     """
 
     num_classes: int
@@ -94,25 +84,6 @@ class SlowOnlyConfig:
     def feature_channels(self) -> int:
         """Channels of the last stage, the head's input (512 for the reference)."""
         return self.base_channels * 2 ** (self.num_stages - 1) * EXPANSION
-
-
-def finegym_backbone(num_classes: int = 99, dropout: float = 0.5) -> SlowOnlyConfig:
-    """FineGYM pathway: stage blocks (4, 6, 3), 1,994,080 backbone parameters."""
-    return SlowOnlyConfig(num_classes=num_classes, stage_blocks=(4, 6, 3), dropout=dropout)
-
-
-def hmdb51_backbone(num_classes: int = 51, dropout: float = 0.5) -> SlowOnlyConfig:
-    """HMDB51 pathway: stage blocks (3, 4, 6) (the K400 PoseC3D checkpoint's shape), 3,003,360 parameters."""
-    return SlowOnlyConfig(num_classes=num_classes, stage_blocks=(3, 4, 6), dropout=dropout)
-
-
-def small_backbone(
-    num_classes: int, base_channels: int = 8, stage_blocks: tuple[int, ...] = (1, 1, 1), dropout: float = 0.5
-) -> SlowOnlyConfig:
-    """A narrow, shallow variant of the same architecture for CPU runs, tests and the demo."""
-    return SlowOnlyConfig(
-        num_classes=num_classes, base_channels=base_channels, stage_blocks=stage_blocks, dropout=dropout
-    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -212,7 +183,7 @@ class ResNet3dSlowOnly(nn.Module):
         """Kaiming (fan_out, ReLU) convs, BN = identity, and the last BN of each block zeroed.
 
         Zeroing bn3 makes every residual block start as the identity, which is what lets the reference train
-        from scratch at lr 0.4 (spec §6.1, mmcv ``kaiming_init`` + ``zero_init_residual``).
+        from scratch at lr 0.4 (docs/method.md §6.1, mmcv ``kaiming_init`` + ``zero_init_residual``).
         """
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -268,15 +239,14 @@ class Recognizer(nn.Module):
     def predict_views(self, x: Tensor) -> Tensor:
         """``x``: ``B×N×K×T×H×W`` (N test views) → ``B×num_classes`` probabilities.
 
-        Softmax per view, then the mean over views (``average_clips='prob'``, spec §6.2). The softmax is done
-        in float32 so bf16 autocast does not quantise the probabilities that fusion adds up. Gradient mode is
-        left to the caller (wrap evaluation in ``torch.inference_mode()``).
+        The views are averaged by ``average_views``. Gradient mode is left to the caller (wrap evaluation in
+        ``torch.inference_mode()``).
         """
         if x.dim() != 6:
             raise ValueError(f"predict_views expects B×N×K×T×H×W input, got shape {tuple(x.shape)}")
         b, n = x.shape[:2]
         logits = self(x.reshape(b * n, *x.shape[2:]))
-        return logits.float().softmax(dim=-1).reshape(b, n, -1).mean(dim=1)
+        return average_views(logits.reshape(b, n, -1))
 
 
 class TwoPathwayModel(nn.Module):
@@ -334,8 +304,20 @@ class TwoPathwayModel(nn.Module):
 
     @staticmethod
     def losses(logits: Mapping[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
-        """Cross-entropy per pathway (loss weight 1, no smoothing, spec §6.2); train on their sum."""
+        """Cross-entropy per pathway (loss weight 1, no smoothing, docs/method.md §6.2); train on the sum."""
         return {name: F.cross_entropy(value.float(), labels) for name, value in logits.items()}
+
+
+def average_views(logits: Tensor) -> Tensor:
+    """``B×N×C`` logits (N test views per video) → ``B×C`` probabilities: softmax per view, mean over views.
+
+    Averaging probabilities rather than logits is the reference's ``average_clips='prob'`` (docs/method.md
+    §6.2). The softmax is done in float32 so bf16 autocast does not quantise the probabilities that fusion
+    adds up.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"average_views expects B×N×C logits, got shape {tuple(logits.shape)}")
+    return logits.float().softmax(dim=-1).mean(dim=1)
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
@@ -344,192 +326,3 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     Feed inputs converted with ``x.contiguous(memory_format=torch.channels_last_3d)`` as well.
     """
     return model.to(memory_format=torch.channels_last_3d)
-
-
-# --------------------------------------------------------------------------------------------------------
-# PYSKL / MMAction2 checkpoint import
-# --------------------------------------------------------------------------------------------------------
-
-# (PYSKL pattern, intint template) and the reverse. ConvModule = ".conv" + ".bn"; convs/BNs of a block are
-# numbered conv{k}.conv / conv{k}.bn in PYSKL and conv{k} / bn{k} here; layers are 1-based there.
-_P = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
-_PYSKL_TO_INTINT: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"^backbone\.conv1\.(conv|bn)\.{_P}$"), "backbone.stem.{0}.{1}"),
-    (
-        re.compile(rf"^backbone\.layer(\d+)\.(\d+)\.conv(\d)\.conv\.{_P}$"),
-        "backbone.stages.{0-1}.{1}.conv{2}.{3}",
-    ),
-    (
-        re.compile(rf"^backbone\.layer(\d+)\.(\d+)\.conv(\d)\.bn\.{_P}$"),
-        "backbone.stages.{0-1}.{1}.bn{2}.{3}",
-    ),
-    (
-        re.compile(rf"^backbone\.layer(\d+)\.(\d+)\.downsample\.(conv|bn)\.{_P}$"),
-        "backbone.stages.{0-1}.{1}.shortcut.{2}.{3}",
-    ),
-    (re.compile(r"^cls_head\.fc_cls\.(weight|bias)$"), "head.fc.{0}"),
-)
-_INTINT_TO_PYSKL: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"^backbone\.stem\.(conv|bn)\.{_P}$"), "backbone.conv1.{0}.{1}"),
-    (
-        re.compile(rf"^backbone\.stages\.(\d+)\.(\d+)\.conv(\d)\.{_P}$"),
-        "backbone.layer{0+1}.{1}.conv{2}.conv.{3}",
-    ),
-    (
-        re.compile(rf"^backbone\.stages\.(\d+)\.(\d+)\.bn(\d)\.{_P}$"),
-        "backbone.layer{0+1}.{1}.conv{2}.bn.{3}",
-    ),
-    (
-        re.compile(rf"^backbone\.stages\.(\d+)\.(\d+)\.shortcut\.(conv|bn)\.{_P}$"),
-        "backbone.layer{0+1}.{1}.downsample.{2}.{3}",
-    ),
-    (re.compile(r"^head\.fc\.(weight|bias)$"), "cls_head.fc_cls.{0}"),
-)
-_FIELD = re.compile(r"\{(\d)([+-]1)?\}")
-
-
-def _apply(rules: tuple[tuple[re.Pattern[str], str], ...], key: str) -> str | None:
-    for pattern, template in rules:
-        match = pattern.match(key)
-        if match is None:
-            continue
-        groups = match.groups()
-
-        def fill(m: re.Match[str], groups: tuple[str, ...] = groups) -> str:
-            value = groups[int(m.group(1))]
-            return str(int(value) + int(m.group(2))) if m.group(2) else value
-
-        return _FIELD.sub(fill, template)
-    return None
-
-
-def pyskl_to_intint_key(key: str) -> str | None:
-    """PYSKL name (``backbone.layer1.0.conv1.bn.weight``) → ours (``backbone.stages.0.0.bn1.weight``).
-
-    ``None`` for names that have no counterpart here (they are reported as unexpected). A DDP ``module.``
-    prefix is ignored.
-    """
-    return _apply(_PYSKL_TO_INTINT, key.removeprefix("module."))
-
-
-def intint_to_pyskl_key(key: str) -> str:
-    """Our ``Recognizer`` state-dict name → the PYSKL name, for exporting checkpoints PYSKL can read."""
-    mapped = _apply(_INTINT_TO_PYSKL, key)
-    if mapped is None:
-        raise KeyError(f"state-dict key {key!r} has no PYSKL counterpart")
-    return mapped
-
-
-def to_pyskl_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """A ``Recognizer.state_dict()`` renamed to PYSKL's key names."""
-    return {intint_to_pyskl_key(k): v for k, v in state.items()}
-
-
-def from_pyskl_state_dict(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """A PYSKL state dict renamed to ours, plus the PYSKL keys that have no counterpart."""
-    mapped: dict[str, Tensor] = {}
-    unexpected: list[str] = []
-    for key, value in state.items():
-        new = pyskl_to_intint_key(key)
-        if new is None:
-            unexpected.append(key)
-        else:
-            mapped[new] = value
-    return mapped, unexpected
-
-
-@dataclass
-class LoadReport:
-    """What ``load_pyskl_checkpoint`` did: our names loaded / missing / skipped, PYSKL names unexpected."""
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # head tensors of another class count
-
-    @property
-    def head_loaded(self) -> bool:
-        return any(k.startswith("head.") for k in self.loaded)
-
-
-def _read_state_dict(url: str) -> dict[str, Tensor]:
-    """Tensors only: ``weights_only=True`` refuses arbitrary objects, so a checkpoint cannot run code."""
-    try:
-        with fsspec.open(url, "rb") as f:
-            raw = torch.load(f, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # torch raises UnpicklingError / RuntimeError with the offending global
-        raise ValueError(f"checkpoint {url}: cannot be read as a weights-only torch file: {exc}") from exc
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"checkpoint {url}: expected a dict, got {type(raw).__name__}")
-    state = raw.get("state_dict", raw)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint {url}: field 'state_dict' is a {type(state).__name__}, not a dict")
-    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
-    if not tensors:
-        raise ValueError(f"checkpoint {url}: no tensors found (keys: {sorted(map(str, state))[:10]})")
-    return tensors
-
-
-def load_pyskl_checkpoint(model: Recognizer, url: str, *, strict_backbone: bool = True) -> LoadReport:
-    """Load a PYSKL / MMAction2 PoseC3D checkpoint (path or fsspec URL) into ``model``.
-
-    A head of another class count (the K400 checkpoint's 400-way head for HMDB51, spec §6.3) is skipped with
-    a warning and keeps its fresh init. Missing, unexpected or wrongly shaped backbone tensors raise when
-    ``strict_backbone`` (a partially loaded backbone silently trains a different model); everything else is
-    reported. BN ``num_batches_tracked`` counters are never required (older checkpoints lack them).
-    """
-    source, unexpected = from_pyskl_state_dict(_read_state_dict(url))
-    own = model.state_dict()
-    report = LoadReport(source=url, unexpected=sorted(unexpected))
-    to_load: dict[str, Tensor] = {}
-    shape_errors: list[str] = []
-    for key, value in source.items():
-        if key not in own:
-            report.unexpected.append(intint_to_pyskl_key(key))
-        elif value.shape != own[key].shape:
-            if key.startswith("head."):
-                report.skipped.append(key)
-            else:
-                shape_errors.append(
-                    f"{intint_to_pyskl_key(key)}: {tuple(value.shape)} vs {tuple(own[key].shape)}"
-                )
-        else:
-            to_load[key] = value
-    report.loaded = sorted(to_load)
-    report.skipped.sort()
-    report.unexpected.sort()
-    report.missing = sorted(k for k in own if k not in to_load and k not in report.skipped)
-    if report.skipped:
-        shape = tuple(source["head.fc.weight"].shape) if "head.fc.weight" in source else "?"
-        warnings.warn(
-            f"checkpoint {url}: head skipped, its weight shape {shape} (classes × features) does not fit "
-            f"this model's {tuple(own['head.fc.weight'].shape)}; the head keeps its fresh init",
-            stacklevel=2,
-        )
-
-    def backbone(keys: list[str]) -> list[str]:
-        return [k for k in keys if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
-
-    problems = []
-    if shape_errors:
-        problems.append("backbone shape mismatch: " + "; ".join(shape_errors[:5]))
-    if backbone(report.missing):
-        problems.append(f"missing backbone tensors: {backbone(report.missing)[:5]}")
-    if backbone(report.unexpected):
-        problems.append(f"unexpected backbone tensors (PYSKL names): {backbone(report.unexpected)[:5]}")
-    if problems and strict_backbone:
-        raise ValueError(
-            f"checkpoint {url} does not fit this backbone ({model.cfg}): " + " | ".join(problems)
-        )
-    if problems or report.unexpected or [k for k in report.missing if not k.endswith("num_batches_tracked")]:
-        warnings.warn(
-            f"checkpoint {url}: partial load; missing={report.missing[:5]} unexpected={report.unexpected[:5]}"
-            + (f" problems={problems}" if problems else ""),
-            stacklevel=2,
-        )
-    with torch.no_grad():
-        model.load_state_dict(to_load, strict=False)
-    return report

@@ -1,10 +1,7 @@
-"""Safe import and validation of PYSKL 2D skeleton annotation files (spec §1).
+"""Validation of PYSKL 2D skeleton annotation files (docs/method.md §1).
 
-Why a restricted unpickler: a PYSKL file is a pickle, and ``pickle.load`` runs whatever callable
-the file names. Annotation files are downloaded from third parties, so loading one must never be
-able to run code. :class:`RestrictedUnpickler` resolves only an explicit allow-list of globals
-(NumPy array/dtype/scalar reconstruction and a few plain builtins) from a table, without importing
-anything the file names, and refuses every other global with :class:`UnsafePickleError`.
+The bytes are unpickled by :mod:`intint.pose.safe_pickle` (an allow-list unpickler: a downloaded file
+can never run code); reading a file from a path or URL is ``intint.store.annotation_file``'s job.
 
 Why validation collects rejects instead of failing: a 30K-video dataset with three broken videos
 should still build, with the three in ``rejects.jsonl``; ``strict=True`` turns the first problem
@@ -14,10 +11,6 @@ field.
 
 from __future__ import annotations
 
-import builtins
-import codecs
-import io
-import pickle
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,49 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from intint.pose.safe_pickle import safe_loads
 from intint.pose.skeleton import NUM_JOINTS
-from intint.store import fsio
-
-try:  # NumPy >= 2 keeps the implementation in numpy._core; 1.x in numpy.core.
-    from numpy._core import multiarray as _multiarray
-    from numpy._core import numeric as _numeric
-except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
-    from numpy.core import numeric as _numeric  # type: ignore[no-redef]
 
 REQUIRED_FIELDS: tuple[str, ...] = ("frame_dir", "label", "total_frames", "img_shape", "keypoint",
                                     "keypoint_score")
 POSE_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
-# (module, name) -> object. Both the NumPy 1.x and 2.x module paths map to the objects of the
-# NumPy installed here, so files written by either load. Nothing outside this table is importable.
-_NUMPY_GLOBALS: dict[tuple[str, str], Any] = {}
-for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _NUMPY_GLOBALS[(_mod, "_reconstruct")] = _multiarray._reconstruct
-    _NUMPY_GLOBALS[(_mod, "scalar")] = _multiarray.scalar
-for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
-    # Protocol-5 pickles of contiguous arrays rebuild them from a raw buffer with _frombuffer.
-    _NUMPY_GLOBALS[(_mod, "_frombuffer")] = _numeric._frombuffer
-_NUMPY_GLOBALS[("numpy", "ndarray")] = np.ndarray
-_NUMPY_GLOBALS[("numpy", "dtype")] = np.dtype
-
-_SAFE_BUILTINS: dict[str, Any] = {
-    name: getattr(builtins, name)
-    for name in ("set", "frozenset", "bytearray", "bytes", "complex", "tuple", "list", "dict",
-                 "int", "float", "str", "bool")
-}
-
-ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    **_NUMPY_GLOBALS,
-    **{("builtins", n): obj for n, obj in _SAFE_BUILTINS.items()},
-    **{("__builtin__", n): obj for n, obj in _SAFE_BUILTINS.items()},  # protocol-2 files from Python 2
-    # Protocol <= 2 stores bytes (e.g. array buffers) as _codecs.encode(text, "latin1").
-    ("_codecs", "encode"): codecs.encode,
-}
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The file names a global outside the allow-list; nothing from it was executed."""
 
 
 class AnnotationError(ValueError):
@@ -82,38 +38,13 @@ class AnnotationError(ValueError):
         super().__init__(f"sample {frame_dir!r}{where}, field {field!r}: {reason}")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves globals only from ``allowed`` (:data:`ALLOWED_GLOBALS`; a subclass may
-    allow more for its own kind of data)."""
-
-    allowed: dict[tuple[str, str], Any] = ALLOWED_GLOBALS
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self.allowed[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"refusing to load global {module}.{name}: annotation files may only contain dicts, "
-                "lists, strings, numbers and NumPy arrays (a pickle naming other callables could run code)"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("refusing persistent ids in an annotation file")
-
-
-def safe_loads(data: bytes) -> Any:
-    """Unpickle ``data`` with the restricted unpickler."""
-    return RestrictedUnpickler(io.BytesIO(data)).load()
-
-
-def safe_load(url: str) -> dict:
-    """Load a PYSKL annotation pickle from a path or any fsspec URL, never executing code from it.
+def parse_annotations(data: bytes, source: str = "<annotations>") -> dict:
+    """Unpickle a PYSKL annotation file's bytes, never executing code from them, and check its top level.
 
     Checks only the top level (a dict with ``split`` and ``annotations``); per-sample checks are
-    :func:`validate`'s job.
+    :func:`validate`'s job. ``source`` names the file in errors.
     """
-    data = fsio.read_bytes(url)
-    return check_top_level(safe_loads(data), source=url)
+    return check_top_level(safe_loads(data), source=source)
 
 
 def check_top_level(raw: Any, source: str = "<annotations>") -> dict:
@@ -213,10 +144,21 @@ def check_sample(ann: dict, frame_dir: str, num_classes: int | None) -> tuple[Sa
     scores are not an error: those joints become absent (coords 0, score 0) and are counted.
     """
     for name in REQUIRED_FIELDS:
-        if name == "frame_dir":
-            continue
-        if name not in ann:
+        if name != "frame_dir" and name not in ann:
             raise AnnotationError(frame_dir, name, "field is missing")
+    kp, score = _checked_pose_arrays(ann, frame_dir)
+    t = kp.shape[1]
+    label = _checked_label(ann, frame_dir, t, num_classes)
+    img_shape, original_shape = _checked_frame_shapes(ann, frame_dir)
+    kp, score, nonfinite = _absent_where_nonfinite(kp, score)
+    sample = Sample(frame_dir=frame_dir, label=label, total_frames=t, img_shape=img_shape,
+                    original_shape=original_shape, keypoint=np.ascontiguousarray(kp),
+                    keypoint_score=np.ascontiguousarray(score))
+    return sample, nonfinite
+
+
+def _checked_pose_arrays(ann: dict, frame_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """``keypoint`` (M×T×17×2, M, T >= 1) and ``keypoint_score`` (M×T×17): float NumPy arrays."""
     kp, score = ann["keypoint"], ann["keypoint_score"]
     for name, arr in (("keypoint", kp), ("keypoint_score", score)):
         if not isinstance(arr, np.ndarray):
@@ -236,17 +178,27 @@ def check_sample(ann: dict, frame_dir: str, num_classes: int | None) -> tuple[Sa
         raise AnnotationError(frame_dir, "keypoint_score",
                               f"shape {score.shape} disagrees with keypoint {kp.shape} "
                               f"(expected {kp.shape[:3]})")
+    return kp, score
+
+
+def _checked_label(ann: dict, frame_dir: str, frames: int, num_classes: int | None) -> int:
+    """``total_frames`` must equal the keypoint frame count; returns the label, an int in range."""
     total = _as_int(ann["total_frames"])
     if total is None:
         raise AnnotationError(frame_dir, "total_frames", f"expected an int, got {ann['total_frames']!r}")
-    if total != t:
-        raise AnnotationError(frame_dir, "total_frames", f"{total} disagrees with keypoint T = {t}")
+    if total != frames:
+        raise AnnotationError(frame_dir, "total_frames", f"{total} disagrees with keypoint T = {frames}")
     label = _as_int(ann["label"])
     if label is None:
         raise AnnotationError(frame_dir, "label", f"expected an int, got {ann['label']!r}")
     if label < 0 or (num_classes is not None and label >= num_classes):
         bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
         raise AnnotationError(frame_dir, "label", f"{label} is out of range {bound}")
+    return label
+
+
+def _checked_frame_shapes(ann: dict, frame_dir: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``img_shape`` and ``original_shape`` (default: ``img_shape``) as positive (h, w) ints."""
     img_shape = _as_shape(ann["img_shape"])
     if img_shape is None:
         raise AnnotationError(frame_dir, "img_shape",
@@ -257,6 +209,11 @@ def check_sample(ann: dict, frame_dir: str, num_classes: int | None) -> tuple[Sa
         if original_shape is None:
             raise AnnotationError(frame_dir, "original_shape",
                                   f"expected (h, w) positive ints, got {ann['original_shape']!r}")
+    return img_shape, original_shape
+
+
+def _absent_where_nonfinite(kp: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores in the keypoints' dtype, joints with a NaN/inf coordinate or score made absent (copies)."""
     if score.dtype != kp.dtype:
         score = score.astype(kp.dtype)
     bad = ~(np.isfinite(kp).all(axis=-1) & np.isfinite(score))
@@ -266,10 +223,7 @@ def check_sample(ann: dict, frame_dir: str, num_classes: int | None) -> tuple[Sa
         score = score.copy()
         kp[bad] = 0
         score[bad] = 0
-    sample = Sample(frame_dir=frame_dir, label=label, total_frames=t, img_shape=img_shape,
-                    original_shape=original_shape, keypoint=np.ascontiguousarray(kp),
-                    keypoint_score=np.ascontiguousarray(score))
-    return sample, nonfinite
+    return kp, score, nonfinite
 
 
 def _check_splits(raw_split: Mapping[Any, Any]) -> dict[str, list[str]]:
@@ -287,6 +241,30 @@ def _check_splits(raw_split: Mapping[Any, Any]) -> dict[str, list[str]]:
     return splits
 
 
+@dataclass
+class _RejectLog:
+    """Rejects in the order they are found; with ``strict`` the first one raises instead."""
+
+    strict: bool
+    rejects: list[Reject] = field(default_factory=list)
+
+    def add(self, err: AnnotationError, split: str | None) -> None:
+        if self.strict:
+            raise AnnotationError(err.frame_dir, err.field, err.reason, split=split)
+        self.rejects.append(Reject(err.frame_dir or "", split, err.field, err.reason))
+
+
+@dataclass
+class _CheckedAnnotations:
+    """What the pass over the annotation list found (see :class:`Validated`)."""
+
+    samples: dict[str, Sample] = field(default_factory=dict)
+    problems: dict[str, AnnotationError] = field(default_factory=dict)  # frame_dir -> why not writable
+    nonfinite: int = 0
+    unselected: int = 0
+    rejected_inputs: int = 0
+
+
 def validate(raw: dict, num_classes: int | None = None, splits: Iterable[str] | None = None,
              strict: bool = False) -> Validated:
     """Validate a loaded annotation dict; see the module docstring for reject vs strict.
@@ -298,84 +276,86 @@ def validate(raw: dict, num_classes: int | None = None, splits: Iterable[str] | 
     """
     raw = check_top_level(raw)
     all_splits = _check_splits(raw["split"])
+    selected = _selected_splits(all_splits, splits)
+    reject_log = _RejectLog(strict)
+    found = _check_annotations(raw["annotations"], all_splits, selected, num_classes, reject_log)
+    out_splits: dict[str, list[str]] = {}
+    split_rejects: dict[str, int] = {}
+    for s in selected:
+        out_splits[s], split_rejects[s] = _split_entries(s, all_splits[s], found, reject_log)
+    return Validated(samples=found.samples, splits=out_splits,
+                     listed={s: len(all_splits[s]) for s in selected}, rejects=reject_log.rejects,
+                     inputs=len(raw["annotations"]), nonfinite=found.nonfinite, unselected=found.unselected,
+                     rejected_inputs=found.rejected_inputs, split_rejects=split_rejects)
+
+
+def _selected_splits(all_splits: Mapping[str, list[str]], splits: Iterable[str] | None) -> list[str]:
     selected = list(all_splits) if splits is None else list(splits)
     unknown = [s for s in selected if s not in all_splits]
     if unknown:
         raise ValueError(f"split(s) {unknown} not in the annotation file; it has {sorted(all_splits)}")
     if len(set(selected)) != len(selected):
         raise ValueError(f"split selection {selected} names a split twice")
+    return selected
 
-    anns: list[Any] = raw["annotations"]
+
+def _check_annotations(anns: list[Any], all_splits: Mapping[str, list[str]], selected: list[str],
+                       num_classes: int | None, reject_log: _RejectLog) -> _CheckedAnnotations:
+    """One pass over the annotation list: annotations without an id or in no split are rejected,
+    those only in unselected splits counted, the rest checked (a bad one is remembered as a problem,
+    rejected later once per split that lists it)."""
     listed_anywhere = {fd for entries in all_splits.values() for fd in entries}
     listed_selected = {fd for s in selected for fd in all_splits[s]}
     id_counts = Counter(sample_id(a, i) for i, a in enumerate(anns))
-
-    rejects: list[Reject] = []
-    samples: dict[str, Sample] = {}
-    problems: dict[str, AnnotationError] = {}  # frame_dir -> why the sample cannot be written
-    nonfinite = 0
-    unselected = 0
-    rejected_inputs = 0
-
-    def reject(err: AnnotationError, split: str | None) -> None:
-        if strict:
-            raise AnnotationError(err.frame_dir, err.field, err.reason, split=split)
-        rejects.append(Reject(err.frame_dir or "", split, err.field, err.reason))
-
+    found = _CheckedAnnotations()
     for i, ann in enumerate(anns):
         fd = sample_id(ann, i)
         if fd is None:
             what = ("annotation is not a dict" if not isinstance(ann, dict)
                     else "field is missing or not a string")
-            reject(AnnotationError(f"<annotations[{i}]>", "frame_dir", what), None)
-            rejected_inputs += 1
-            continue
-        if fd not in listed_anywhere:
-            reject(AnnotationError(fd, "split", "annotation is in no split"), None)
-            rejected_inputs += 1
-            continue
-        if fd not in listed_selected:
-            unselected += 1
-            continue
-        try:
-            if id_counts[fd] > 1:
-                raise AnnotationError(fd, "frame_dir",
-                                      f"duplicate frame_dir: {id_counts[fd]} annotations share it")
-            sample, bad = check_sample(ann, fd, num_classes)
-        except AnnotationError as err:
-            if strict:
-                raise
-            problems[fd] = err
-            rejected_inputs += 1
-            continue
-        samples[fd] = sample
-        nonfinite += bad
+            reject_log.add(AnnotationError(f"<annotations[{i}]>", "frame_dir", what), None)
+            found.rejected_inputs += 1
+        elif fd not in listed_anywhere:
+            reject_log.add(AnnotationError(fd, "split", "annotation is in no split"), None)
+            found.rejected_inputs += 1
+        elif fd not in listed_selected:
+            found.unselected += 1
+        else:
+            try:
+                if id_counts[fd] > 1:
+                    raise AnnotationError(fd, "frame_dir",
+                                          f"duplicate frame_dir: {id_counts[fd]} annotations share it")
+                sample, bad = check_sample(ann, fd, num_classes)
+            except AnnotationError as err:
+                if reject_log.strict:
+                    raise
+                found.problems[fd] = err
+                found.rejected_inputs += 1
+                continue
+            found.samples[fd] = sample
+            found.nonfinite += bad
+    return found
 
-    out_splits: dict[str, list[str]] = {}
-    listed: dict[str, int] = {}
-    split_rejects: dict[str, int] = {}
-    for s in selected:
-        entries = all_splits[s]
-        listed[s] = len(entries)
-        seen: set[str] = set()
-        keep: list[str] = []
-        n_rej = 0
-        for fd in entries:
-            if fd in seen:
-                reject(AnnotationError(fd, "split", f"listed more than once in split {s!r}"), s)
-                n_rej += 1
-            elif fd in problems:
-                reject(problems[fd], s)
-                n_rej += 1
-            elif fd not in samples:
-                reject(AnnotationError(fd, "split", f"split {s!r} names a frame_dir with no annotation"), s)
-                n_rej += 1
-            else:
-                keep.append(fd)
-            seen.add(fd)
-        out_splits[s] = keep
-        split_rejects[s] = n_rej
-    return Validated(samples=samples, splits=out_splits, listed=listed, rejects=rejects, inputs=len(anns),
-                     nonfinite=nonfinite, unselected=unselected, rejected_inputs=rejected_inputs,
-                     split_rejects=split_rejects)
 
+def _split_entries(split: str, entries: list[str], found: _CheckedAnnotations,
+                   reject_log: _RejectLog) -> tuple[list[str], int]:
+    """The entries of ``split`` that will be written, in list order, and how many were rejected
+    (listed twice, a bad sample, or no annotation)."""
+    seen: set[str] = set()
+    keep: list[str] = []
+    rejected = 0
+    for fd in entries:
+        if fd in seen:
+            reject_log.add(AnnotationError(fd, "split", f"listed more than once in split {split!r}"), split)
+            rejected += 1
+        elif fd in found.problems:
+            reject_log.add(found.problems[fd], split)
+            rejected += 1
+        elif fd not in found.samples:
+            no_annotation = f"split {split!r} names a frame_dir with no annotation"
+            reject_log.add(AnnotationError(fd, "split", no_annotation), split)
+            rejected += 1
+        else:
+            keep.append(fd)
+        seen.add(fd)
+    return keep, rejected

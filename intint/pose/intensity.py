@@ -1,27 +1,30 @@
 """Motion-intensity curves: the ten Int&Int definitions and their ensembles, in two modes.
 
 Intensity is a pure function of a whole video's keypoints, so the shard builder computes every
-curve once and stores it beside the poses (DESIGN.md); the loader only reads a column and places the
-48-frame window around its ``peak``. Two modes are offered because they answer different questions:
+curve once and stores it beside the poses (docs/architecture.md); the loader only reads a column and
+places the 48-frame window around its ``peak``. Two modes are offered because they answer different questions:
 
 - ``"reference"`` reproduces the authors' published code bit for bit in its decisions (golden
-  vectors in ``shared/spec/golden``), bugs included, so their numbers can be reproduced;
+  vectors in ``tests/data/golden.npz``), bugs included, so their numbers can be reproduced;
 - ``"paper"`` implements the definitions as the paper states them, with absent persons and joints
   masked; ``docs/intensity-modes.md`` lists every difference and why.
 
-Ensembles (spec §2.5). Every component curve is max-normalised, ``n(x) = x / max(1e-8, max x)``.
+Ensembles (docs/method.md §2.5). Every component curve is max-normalised, ``n(x) = x / max(1e-8, max x)``.
 - reference: J, B, A = ``Σ n(x_k) / 10`` over the group's sub-curves (θ all 1 over ten slots, as the
   authors' samplers do); ``JBA_arithmetic`` = ``Σ n(x_k) / 10`` over all ten (the obvious
   reconstruction; the authors never published it); ``JBA_weighted`` = ``Σ θ_k/Σθ · n(x_k)`` over all
   ten, θ = ``REFERENCE_THETA`` by default (the authors' ``motion_all``).
 - paper: J, B, A = mean of the group's normalised sub-curves; ``JBA_arithmetic`` = mean of
   n(J), n(B), n(A); ``JBA_weighted`` = ``Σ w_g n(g)`` with accuracy-derived group weights.
+
+``ensembles`` is the one implementation of these combinations: ``compute`` applies it to one video,
+``intint.store.reweighted_peaks`` to a whole shard's stored curves for new JBA weights.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -42,7 +45,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "A": ("angL_next", "angC_next", "angL_avr", "angC_avr"),
 }
 
-# θ of the authors' `motion_all` sampler (spec §2.5), ≈ HMDB51 split-2 two-pathway accuracies / 10
+# θ of the authors' `motion_all` sampler (docs/method.md §2.5), ≈ HMDB51 split-2 two-pathway accuracies / 10
 # for Joint, Bone and Angle. Written in the reference's component order; it is the default for
 # JBA_weighted in both modes (paper mode uses the group values 6.928 / 6.869 / 7.026).
 REFERENCE_THETA: dict[str, float] = {
@@ -71,7 +74,7 @@ def weights_from_accuracies(accuracies: Mapping[str, float], mode: str = "refere
     ``"A"`` (non-negative, finite, not all 0).
     - ``mode="reference"``: returns the ten per-definition weights ``θ_k / Σθ`` (a group accuracy is
       given to each of its sub-curves, as the authors' θ does; B and A then weigh twice J's total,
-      spec §2.5).
+      docs/method.md §2.5).
     - ``mode="paper"``: returns three group weights ``a_g / Σa`` over ``J``, ``B``, ``A`` (a group's
       accuracy is the mean of its definitions' when per-definition values are given).
     """
@@ -116,17 +119,18 @@ def _normalised(curves: np.ndarray) -> np.ndarray:
     return curves / np.maximum(NORM_FLOOR, curves.max(axis=1, keepdims=True))
 
 
-# The reference's component order (spec §2.5); the ensembles are matrix products over this stack.
-_ORDER: tuple[str, ...] = tuple(REFERENCE_THETA)
+# The reference's component order (docs/method.md §2.5): the rows of the stack the ensembles combine,
+# and the order of the reference-mode weight vector.
+COMPONENT_ORDER: tuple[str, ...] = tuple(REFERENCE_THETA)
 
 
 def _group_matrix(scale: str) -> np.ndarray:
-    """3×10 rows J, B, A over ``_ORDER``: 1/10 per member ("slots": the reference's θ all 1 over ten
-    sub-curves) or 1/len(group) per member ("mean": the paper's arithmetic average)."""
-    rows = np.zeros((len(GROUPS), len(_ORDER)))
+    """3×10 rows J, B, A over ``COMPONENT_ORDER``: 1/10 per member ("slots": the reference's θ all 1 over
+    ten sub-curves) or 1/len(group) per member ("mean": the paper's arithmetic average)."""
+    rows = np.zeros((len(GROUPS), len(COMPONENT_ORDER)))
     for i, members in enumerate(GROUPS.values()):
         for d in members:
-            rows[i, _ORDER.index(d)] = 1 / 10 if scale == "slots" else 1 / len(members)
+            rows[i, COMPONENT_ORDER.index(d)] = 1 / 10 if scale == "slots" else 1 / len(members)
     return rows
 
 
@@ -134,17 +138,26 @@ _REFERENCE_GROUPS = _group_matrix("slots")
 _PAPER_GROUPS = _group_matrix("mean")
 
 
-def _reference_ensembles(norm: np.ndarray, weights: Mapping[str, float]) -> dict[str, np.ndarray]:
-    """Ensembles as the authors' samplers combine them: each weight over the ten normalised sub-curves."""
-    rows = np.vstack([_REFERENCE_GROUPS, np.full(len(_ORDER), 1 / 10), [weights[d] for d in _ORDER]])
-    return dict(zip(ENSEMBLES, rows @ norm, strict=True))
+def ensembles(components: np.ndarray, mode: str, weights: Mapping[str, float],
+              normalise: Callable[[np.ndarray], np.ndarray] = _normalised) -> dict[str, np.ndarray]:
+    """The five ``ENSEMBLES`` of ``mode`` (float64) from the ten single curves, stacked K×N in
+    ``COMPONENT_ORDER``; the one implementation of the ensemble maths (see the module docstring).
 
+    ``weights``: the normalised JBA_weighted weights of ``mode`` (``weights_from_accuracies``).
+    ``normalise`` max-normalises every row per video and returns float64: for one video (N = T) the
+    row maximum, the default; for several videos' curves concatenated (N = Σ T), a per-video maximum
+    (``intint.store.reweighted_peaks`` recomputes JBA_weighted for a whole shard at once).
 
-def _paper_ensembles(norm: np.ndarray, weights: Mapping[str, float]) -> dict[str, np.ndarray]:
-    """Ensembles as the paper states them: average within a group, then over the normalised groups."""
+    - reference: each weight over the ten normalised sub-curves, as the authors' samplers combine them;
+    - paper: average within a group, then over the normalised groups.
+    """
+    norm = normalise(components)
+    if mode == "reference":
+        rows = np.vstack([_REFERENCE_GROUPS, np.full(len(COMPONENT_ORDER), 1 / 10),
+                          [weights[d] for d in COMPONENT_ORDER]])
+        return dict(zip(ENSEMBLES, rows @ norm, strict=True))
     groups = _PAPER_GROUPS @ norm
-    norm_groups = _normalised(groups)
-    arithmetic, weighted = np.array([[1 / 3] * 3, [weights[g] for g in GROUPS]]) @ norm_groups
+    arithmetic, weighted = np.array([[1 / 3] * 3, [weights[g] for g in GROUPS]]) @ normalise(groups)
     return {**dict(zip(GROUPS, groups, strict=True)), "JBA_arithmetic": arithmetic, "JBA_weighted": weighted}
 
 
@@ -195,8 +208,5 @@ def compute(
         single = intensity_reference.curves(keypoint.astype(np.float32))
     else:
         single = intensity_paper.curves(keypoint, keypoint_score)
-    norm = _normalised(np.stack([single[d] for d in _ORDER]))
-    combine = _reference_ensembles if mode == "reference" else _paper_ensembles
-    ensembles = combine(norm, normalised_weights)
-    merged = {**single, **ensembles}
+    merged = {**single, **ensembles(np.stack([single[d] for d in COMPONENT_ORDER]), mode, normalised_weights)}
     return {name: np.ascontiguousarray(merged[name], dtype=np.float32) for name in DEFINITIONS}

@@ -1,8 +1,8 @@
 """The ten single motion-intensity curves as the Int&Int paper states them, with absent data masked.
 
-`intint.intensity.compute(..., mode="paper")` calls `curves` here. The definitions are those of the
+`intint.pose.intensity.compute(..., mode="paper")` calls `curves` here. The definitions are those of the
 paper (§III-C) applied to every joint of every person, without the reference code's accidents
-(spec §2.7, §9); ``docs/intensity-modes.md`` lists the departures one per row. In short:
+(docs/method.md §2.7, §9); ``docs/intensity-modes.md`` lists the departures one per row. In short:
 
 - a joint is present when its score is > 0, its coordinates are finite and not both 0; a person is
   present in a frame when any of its joints is; absent data never enters a term (no jump from the
@@ -32,25 +32,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from intint.pose.skeleton import (
-    ANGLE_TABLE,
-    LEFT_HIP,
-    LEFT_SHOULDER,
-    NUM_JOINTS,
-    REFERENCE_BONE_NEIGHBOUR,
-    RIGHT_HIP,
-    RIGHT_SHOULDER,
-)
+from intint.pose import skeleton
 
 # Vectors (bones, angle arms) shorter than this, in input units (pixels), have no direction.
 MIN_LENGTH = 1e-5
 
 NOSE = 0
 # The reference bone table; the nose's entry is replaced by the shoulder midpoint in `curves`.
-_BONE_END = np.array([REFERENCE_BONE_NEIGHBOUR[j] for j in range(NUM_JOINTS)])
-_ANGLE_VERTEX = np.array(list(ANGLE_TABLE))
-_ANGLE_END1 = np.array([ends[0] for ends in ANGLE_TABLE.values()])
-_ANGLE_END2 = np.array([ends[1] for ends in ANGLE_TABLE.values()])
+_BONE_END = np.array(skeleton.REFERENCE_BONE_END)
+_ANGLE_VERTEX = np.array(list(skeleton.ANGLE_TABLE))
+_ANGLE_END1 = np.array([ends[0] for ends in skeleton.ANGLE_TABLE.values()])
+_ANGLE_END2 = np.array([ends[1] for ends in skeleton.ANGLE_TABLE.values()])
 
 Vec = tuple[np.ndarray, np.ndarray]  # (x, y) planes of equal shape
 
@@ -168,8 +160,8 @@ def curves(keypoint: np.ndarray, keypoint_score: np.ndarray) -> dict[str, np.nda
         point = ((x[a:a + 1] + x[b:b + 1]) * 0.5, (y[a:a + 1] + y[b:b + 1]) * 0.5)
         return point, present[a:a + 1] & present[b:b + 1]
 
-    hip_mid, hips = mid(LEFT_HIP, RIGHT_HIP)
-    shoulder_mid, shoulders = mid(LEFT_SHOULDER, RIGHT_SHOULDER)
+    hip_mid, hips = mid(*skeleton.HIPS)
+    shoulder_mid, shoulders = mid(*skeleton.SHOULDERS)
 
     end_x, end_y, end_present = x[_BONE_END], y[_BONE_END], present[_BONE_END]
     end_x[NOSE:NOSE + 1], end_y[NOSE:NOSE + 1] = shoulder_mid

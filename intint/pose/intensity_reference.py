@@ -1,7 +1,7 @@
 """The ten single motion-intensity curves exactly as the published Int&Int code computes them.
 
-`intint.intensity.compute(..., mode="reference")` calls `curves` here. Every quirk of the
-authors' samplers is reproduced on purpose (spec §2.1-2.5), because a model trained on windows
+`intint.pose.intensity.compute(..., mode="reference")` calls `curves` here. Every quirk of the
+authors' samplers is reproduced on purpose (docs/method.md §2.1-2.5), because a model trained on windows
 placed by the reference curves only reproduces the paper's numbers if the windows are the same:
 
 - absent person slots are zero coordinates and still enter the joint sums and all slot means;
@@ -23,20 +23,13 @@ import math
 
 import numpy as np
 
-from intint.pose.skeleton import (
-    ANGLE_TABLE,
-    LEFT_HIP,
-    LEFT_SHOULDER,
-    NUM_JOINTS,
-    REFERENCE_BONE_NEIGHBOUR,
-    RIGHT_HIP,
-    RIGHT_SHOULDER,
-)
+from intint.pose.skeleton import ANGLE_TABLE, HIPS, NUM_JOINTS, REFERENCE_BONE_END, SHOULDERS
 
-# A slot (or a slot's bone array) counts as empty when every component is below this (spec §2.1, §2.3).
+# A slot (or a slot's bone array) counts as empty when every component is below this
+# (docs/method.md §2.1, §2.3).
 EMPTY_EPS = 1e-5
 
-_BONE_END = np.array([REFERENCE_BONE_NEIGHBOUR[j] for j in range(NUM_JOINTS)])
+_BONE_END = np.array(REFERENCE_BONE_END)
 # The aliasing bug keeps only the first vertex of the angle table (joint 9, the left wrist).
 _ALIASED_VERTEX = next(iter(ANGLE_TABLE))
 _ALIASED_END1, _ALIASED_END2 = ANGLE_TABLE[_ALIASED_VERTEX]
@@ -60,7 +53,8 @@ def _highest_slot_count(occupied: np.ndarray) -> np.ndarray:
 
 
 def real_num_person(keypoint: np.ndarray) -> np.ndarray:
-    """Per-frame ``R[t]``: 1 + the highest slot with any |coordinate| >= 1e-5, 0 if none (spec §2.1).
+    """Per-frame ``R[t]``: 1 + the highest slot with any |coordinate| >= 1e-5, 0 if none
+    (docs/method.md §2.1).
 
     It is a highest-occupied-slot count, not the number of present persons: an empty slot below an
     occupied one still counts. Scores are ignored, as in the reference. Returns int64 of length T.
@@ -125,7 +119,7 @@ def _slot_means(kp: np.ndarray) -> Vec:
 
 
 def _joint_curves(x: np.ndarray, y: np.ndarray, mean: Vec, r: np.ndarray) -> dict[str, np.ndarray]:
-    """jnt_next and jnt_avr (spec §2.2): Euclidean displacement /100 /10, absent slots as zeros."""
+    """jnt_next and jnt_avr (docs/method.md §2.2): Euclidean displacement /100 /10, absent slots as zeros."""
     (x1, x0), (y1, y0) = _next(x), _next(y)
     dx, dy = x1 - x0, y1 - y0
     step = _frame_sums(_kept(np.sqrt(dx * dx + dy * dy) / 100))
@@ -138,7 +132,8 @@ def _joint_curves(x: np.ndarray, y: np.ndarray, mean: Vec, r: np.ndarray) -> dic
 
 
 def _bone_curves(bone: Vec, mean_bone: Vec, r: np.ndarray, tag: str) -> dict[str, np.ndarray]:
-    """bone{tag}_next / bone{tag}_avr (spec §2.3): 10·(1 - cos), slots with all-zero bones skipped."""
+    """bone{tag}_next / bone{tag}_avr (docs/method.md §2.3): 10·(1 - cos), slots with all-zero bones
+    skipped."""
     nonempty = _occupied(*bone)  # M×T, broadcasts over the joint axis
     (bx1, bx0), (by1, by0) = _next(bone[0]), _next(bone[1])
     nxt = _kept(10 * _one_minus_cos((bx1, by1), (bx0, by0)))
@@ -151,7 +146,7 @@ def _bone_curves(bone: Vec, mean_bone: Vec, r: np.ndarray, tag: str) -> dict[str
 
 
 def _aliased_angle_curves(a: np.ndarray, num_slots: int, r: np.ndarray, tag: str) -> dict[str, np.ndarray]:
-    """ang{tag}_next / ang{tag}_avr from the single aliased series ``a(t)`` (spec §2.4), ×17·M."""
+    """ang{tag}_next / ang{tag}_avr from the single aliased series ``a(t)`` (docs/method.md §2.4), ×17·M."""
     copies = NUM_JOINTS * num_slots
     nxt = _kept(np.abs(np.subtract(*_next(a)))) * copies / np.maximum(1, np.minimum(*_next(r)))
     finite = np.isfinite(a)
@@ -175,7 +170,7 @@ def curves(kp: np.ndarray) -> dict[str, np.ndarray]:
         """Midpoint of joints a and b, keeping a length-1 joint axis to broadcast over V."""
         return (px[a:a + 1] + px[b:b + 1]) / 2, (py[a:a + 1] + py[b:b + 1]) / 2
 
-    hip, mean_hip = mid(x, y, LEFT_HIP, RIGHT_HIP), mid(mean_x, mean_y, LEFT_HIP, RIGHT_HIP)
+    hip, mean_hip = mid(x, y, *HIPS), mid(mean_x, mean_y, *HIPS)
     local = (x[_BONE_END] - x, y[_BONE_END] - y)
     mean_local = (mean_x[_BONE_END] - mean_x, mean_y[_BONE_END] - mean_y)
     out.update(_bone_curves(local, mean_local, r, "L"))
@@ -189,7 +184,7 @@ def curves(kp: np.ndarray) -> dict[str, np.ndarray]:
     vx, vy = x[_ALIASED_VERTEX, 0], y[_ALIASED_VERTEX, 0]
     arm1 = (x[_ALIASED_END1, 0] - vx, y[_ALIASED_END1, 0] - vy)
     arm2 = (x[_ALIASED_END2, 0] - vx, y[_ALIASED_END2, 0] - vy)
-    shoulder = mid(x, y, LEFT_SHOULDER, RIGHT_SHOULDER)
+    shoulder = mid(x, y, *SHOULDERS)
     hip0, shoulder0 = (hip[0][0, 0], hip[1][0, 0]), (shoulder[0][0, 0], shoulder[1][0, 0])
     trunk = (shoulder0[0] - hip0[0], shoulder0[1] - hip0[1])
     out.update(_aliased_angle_curves(_one_minus_cos(arm1, arm2), num_slots, r, "L"))

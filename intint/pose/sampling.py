@@ -1,16 +1,18 @@
-"""Temporal clip placement for the two pathways (spec §2.6, §3).
+"""Temporal clip placement for the two pathways (docs/method.md §2.6, §3).
 
 * Intensity pathway: a window of ``clip_len`` consecutive frames centred on the most intense frame
   (``intensity_indices``), optionally with a temporal jitter of the peak in training.
 * Integrity pathway: PoseC3D's uniform segment sampling (``uniform_indices``).
 * Random-centre ablation: the intensity window around a random frame (``random_centre_indices``).
 
-Training randomness comes from a ``numpy.random.Generator`` made by ``sample_rng(seed, epoch, key)``:
-it depends only on the run seed, the epoch and the video, never on global state, the rank or the
-worker process, so a run gives the same clips whatever the number of ranks and loader workers.
+Training randomness comes from a ``numpy.random.Generator`` made by ``clip_rng(seed, epoch, key,
+pathway)``: it depends only on the run seed, the epoch, the video and the pathway, never on global
+state, the rank or the worker process, so a run gives the same clips whatever the number of ranks and
+loader workers (and, unlike the reference, whose workers replay one stream every epoch, different
+clips in a different epoch: docs/method.md §3.2).
 
 Test mode reproduces the reference bit for bit, including its use of NumPy's legacy global RNG
-seeded with 255 before each video (golden/README "RNG dependence"); a private ``RandomState(255)``
+seeded with 255 before each video (tests/data/README.md, docs/method.md §3.2); a private ``RandomState(255)``
 makes the same calls in the same order without touching global state.
 """
 
@@ -24,25 +26,9 @@ import numpy as np
 
 REFERENCE_TEST_SEED = 255  # UniformSampleFrames / TimeWindowSampleFrames_random default `seed`
 
+PATHWAYS = ("integrity", "intensity")  # the two pathways, in the fixed order batches and models list them
+
 _PATHWAY_STREAMS = {"integrity": 1, "intensity": 2}
-
-
-def _key_words(key: str) -> list[int]:
-    """Four 32-bit words of blake2b(key): a stable hash (unlike ``hash()``, which is salted per process)."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
-    return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
-
-
-def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
-    """The training Generator for one video in one epoch.
-
-    Seeded by (seed, epoch, key) only, so the same video gets the same draws in the same epoch on any
-    rank or worker, and different draws in a different epoch (unlike the reference, whose workers
-    replay one stream every epoch, spec §3.2).
-    """
-    if seed < 0 or epoch < 0:
-        raise ValueError(f"sample_rng: seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch, *_key_words(key)])))
 
 
 def clip_rng(seed: int, epoch: int, key: str, pathway: str, *,
@@ -93,8 +79,15 @@ def _check_lengths(total_frames: int, clip_len: int, num_clips: int) -> None:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
 
 
+def _required(rng: np.random.Generator | None, what: str) -> np.random.Generator:
+    """``rng``, or a ValueError saying that ``what`` needs one."""
+    if rng is None:
+        raise ValueError(f"{what} needs a Generator (rng)")
+    return rng
+
+
 def _window(total_frames: int, centres: np.ndarray, clip_len: int) -> np.ndarray:
-    """Windows of ``clip_len`` frames with each centre at position ``clip_len // 2`` (spec §3.1).
+    """Windows of ``clip_len`` frames with each centre at position ``clip_len // 2`` (docs/method.md §3.1).
 
     Clamped to the video (start in [0, T - L]); a video shorter than the clip is looped from frame 0
     whatever the centre, exactly as the reference. Returns (len(centres), L) int64.
@@ -106,20 +99,13 @@ def _window(total_frames: int, centres: np.ndarray, clip_len: int) -> np.ndarray
     return starts[:, None] + steps[None, :]
 
 
-def intensity_indices(
-    total_frames: int,
-    peak: int,
-    clip_len: int = 48,
-    num_clips: int = 1,
-    *,
-    jitter: int = 0,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
+def intensity_indices(total_frames: int, peak: int, clip_len: int = 48, num_clips: int = 1, *,
+                      jitter: int = 0, rng: np.random.Generator | None = None) -> np.ndarray:
     """Frame indices of the Intensity clip: ``clip_len`` frames with ``peak`` at position L//2.
 
     ``num_clips`` repeats the same window (the reference does; every Int&Int config uses 1).
     ``jitter > 0`` moves the peak by a uniform integer in [-jitter, jitter] (clamped to the video)
-    before placement: temporal augmentation the reference lacks (spec §9 item 11), off by default.
+    before placement: temporal augmentation the reference lacks (docs/method.md §9 item 11), off by default.
     Returns int64 of length ``num_clips * clip_len``.
     """
     _check_lengths(total_frames, clip_len, num_clips)
@@ -129,9 +115,8 @@ def intensity_indices(
         raise ValueError(f"intensity_indices: jitter must be >= 0, got {jitter}")
     centre = int(peak)
     if jitter > 0:
-        if rng is None:
-            raise ValueError("intensity_indices: jitter > 0 needs a Generator (rng)")
-        centre = min(max(centre + int(rng.integers(-jitter, jitter, endpoint=True)), 0), total_frames - 1)
+        shift = int(_required(rng, "intensity_indices: jitter > 0").integers(-jitter, jitter, endpoint=True))
+        centre = min(max(centre + shift, 0), total_frames - 1)
     if total_frames < clip_len:
         window = _window(total_frames, np.array([centre]), clip_len)[0]
     else:  # the hot path: scalar clamping and one arange (same numbers as _window)
@@ -210,16 +195,10 @@ def _uniform_test(total_frames: int, clip_len: int, num_clips: int, seed: int) -
     return np.stack(clips)
 
 
-def uniform_indices(
-    total_frames: int,
-    clip_len: int = 48,
-    num_clips: int = 1,
-    *,
-    test_mode: bool,
-    rng: np.random.Generator | None = None,
-    test_seed: int = REFERENCE_TEST_SEED,
-) -> np.ndarray:
-    """Frame indices of the Integrity clips (PoseC3D ``UniformSampleFrames``, spec §3.2).
+def uniform_indices(total_frames: int, clip_len: int = 48, num_clips: int = 1, *, test_mode: bool,
+                    rng: np.random.Generator | None = None,
+                    test_seed: int = REFERENCE_TEST_SEED) -> np.ndarray:
+    """Frame indices of the Integrity clips (PoseC3D ``UniformSampleFrames``, docs/method.md §3.2).
 
     Three regimes: T < L loops the video from a start frame; L <= T < 2L spreads L distinct frames by
     skipping T - L random gaps; T >= 2L takes one random frame in each of L equal segments.
@@ -229,9 +208,8 @@ def uniform_indices(
     _check_lengths(total_frames, clip_len, num_clips)
     if test_mode:
         return _uniform_test_cached(total_frames, clip_len, num_clips, test_seed).copy()
-    if rng is None:
-        raise ValueError("uniform_indices: training mode needs a Generator (rng)")
-    inds = _uniform_train(total_frames, clip_len, num_clips, rng)  # already in [0, T)
+    inds = _uniform_train(total_frames, clip_len, num_clips,
+                          _required(rng, "uniform_indices: training mode"))  # already in [0, T)
     return inds.reshape(-1)
 
 
@@ -246,16 +224,10 @@ def _uniform_test_cached(total_frames: int, clip_len: int, num_clips: int, seed:
     return inds
 
 
-def random_centre_indices(
-    total_frames: int,
-    clip_len: int = 48,
-    num_clips: int = 1,
-    *,
-    test_mode: bool,
-    rng: np.random.Generator | None = None,
-    test_seed: int = REFERENCE_TEST_SEED,
-) -> np.ndarray:
-    """The random-centre ablation (spec §2.6): the Intensity window around ``int(U[0, T))``.
+def random_centre_indices(total_frames: int, clip_len: int = 48, num_clips: int = 1, *, test_mode: bool,
+                          rng: np.random.Generator | None = None,
+                          test_seed: int = REFERENCE_TEST_SEED) -> np.ndarray:
+    """The random-centre ablation (docs/method.md §2.6): the Intensity window around ``int(U[0, T))``.
 
     One centre per clip. In training a fresh draw each call (so it also acts as temporal cropping);
     in test mode the reference's ``seed(255)`` then ``uniform(0, T)`` per clip, so the centre depends
@@ -265,9 +237,8 @@ def random_centre_indices(
     if test_mode:
         draws = np.array(_legacy_uniform_draws(total_frames, num_clips, test_seed))
     else:
-        if rng is None:
-            raise ValueError("random_centre_indices: training mode needs a Generator (rng)")
-        draws = rng.uniform(0, total_frames, size=num_clips)
+        train_rng = _required(rng, "random_centre_indices: training mode")
+        draws = train_rng.uniform(0, total_frames, size=num_clips)
     centres = np.minimum(draws.astype(np.int64), total_frames - 1)
     return _window(total_frames, centres, clip_len).reshape(-1)
 

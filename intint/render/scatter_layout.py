@@ -1,6 +1,6 @@
 """Where heatmap pixels land: the output's memory layout, the flat scatter view of it, and the records of
 what a render drew (with their reset, ``clear_written``). Shared by the joint and limb drawing in
-``intint.heatmaps``; kept apart because it is about memory, not about the maps.
+``render.heatmaps``; kept apart because it is about memory, not about the maps.
 
 On the CPU the scatter runs on the output's bits viewed as same-width integers: for values >= 0 the
 integer order of IEEE bits is the float order, and the integer kernels are several times faster than the
@@ -107,7 +107,7 @@ def scatter_max(canvas: Canvas, index: torch.Tensor, values: torch.Tensor, *, pl
     max of rounded values is the rounded max). With ``canvas.written`` the storage offsets drawn are
     recorded there.
     ``plain``: the caller guarantees that entries sharing an index carry equal values, so plain stores
-    (``scatter_``, ~1.5x faster than the ``amax`` reduction here) give the same canvas. ``record=False``:
+    (``scatter_``, faster than the ``amax`` reduction) give the same canvas. ``record=False``:
     the caller knows these elements are recorded already.
     """
     flat_index = index.reshape(-1)
@@ -128,8 +128,8 @@ def row_words(canvas: Canvas, offset: torch.Tensor, layout: Layout) -> Written |
     """The record of a joint render as patch rows: the storage word holding each row's lowest element
     and how many words cover any row, when columns are adjacent elements (|stride_x| = 1). Why: a fifth
     of the offsets to keep and read back, and ``clear_written`` zeroes two 8-byte words per row instead
-    of five 2-byte elements: the same cache lines, in ~1.5x less time (measured). ``offset`` is the
-    V×2×P×N column and row offsets of ``_joint_maps``."""
+    of five 2-byte elements: the same cache lines, in less time. ``offset`` is the
+    V×2×P×N column and row offsets of ``drawing._joint_maps``."""
     storage = canvas.flat.untyped_storage()
     if not layout.adjacent_columns or storage.nbytes() % 8 or storage.data_ptr() % 8:
         return None
@@ -148,8 +148,8 @@ def clear_written(buffer: torch.Tensor, written: list[Written]) -> None:
     zeroed too, so a buffer cleared this way must hold nothing but the renders (a loader's ring buffer).
 
     One scatter of zeros per recorded render, on the flat storage from that render's base offset:
-    concatenating the records first copied ~10 MB of indices per training batch, and ``index_fill_``
-    (or a scalar ``scatter_``) runs ~1.8x slower here than ``scatter_`` from a zero tensor."""
+    concatenating the records first would copy megabytes of indices per training batch, and
+    ``index_fill_`` (or a scalar ``scatter_``) runs slower than ``scatter_`` from a zero tensor."""
     if not written:
         return
     storage = buffer.untyped_storage()

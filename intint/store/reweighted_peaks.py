@@ -1,14 +1,15 @@
 """JBA_weighted peaks for custom weights, recomputed from the curves a shard set already stores.
 
 Why: the paper weights the JBA ensemble by the *normalised two-pathway validation accuracies* of the
-J, B and A runs (spec §2.5, §2.7), which exist only after those runs have trained; the shard builder
+J, B and A runs (docs/method.md §2.5, §2.7), which exist only after those runs have trained; the shard builder
 precomputed ``JBA_weighted`` with fixed weights (the authors' θ by default). Rebuilding the shards for
 new weights would recompute every curve from the poses. It is not needed: the ensemble is a fixed
 function of the ten stored single-definition curves (``"{mode}/{definition}"`` columns), so the loader
 recomputes only the weighted curve and its peak, per shard, when it reads the shard's peaks.
 
-The maths is ``intint.intensity.compute``'s, applied to the stored float32 curves of a whole shard at
-once (one flat buffer + list offsets, segment max/argmax with ``reduceat``):
+The maths is ``intint.pose.intensity.ensembles``, the function ``intensity.compute`` uses, applied to
+the stored float32 curves of a whole shard at once (one flat buffer + list offsets, per-video max and
+argmax with ``reduceat``):
 
 - ``n(x) = x / max(1e-8, max_t x)`` per video and sub-curve;
 - reference mode: ``Σ_k w_k · n(x_k)`` over the ten sub-curves, ``w`` from
@@ -23,6 +24,7 @@ With the weights the builder used, the result equals the stored ``peak/{mode}/JB
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -32,18 +34,6 @@ from intint.pose import intensity
 from intint.store import shardio
 from intint.store.shardstream import ShardRef, ShardUnavailable
 
-# The reference's component order (spec §2.5), the order of the weight vector.
-COMPONENT_ORDER: tuple[str, ...] = tuple(intensity.REFERENCE_THETA)
-
-
-def _group_means() -> np.ndarray:
-    """3×10 matrix: row g averages the normalised sub-curves of group g (paper mode's J, B, A)."""
-    rows = np.zeros((len(intensity.GROUPS), len(COMPONENT_ORDER)))
-    for i, members in enumerate(intensity.GROUPS.values()):
-        for d in members:
-            rows[i, COMPONENT_ORDER.index(d)] = 1 / len(members)
-    return rows
-
 
 def _segment_max(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Per-video maximum of each row of a K×N flat stack, repeated back to K×N."""
@@ -51,6 +41,7 @@ def _segment_max(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
 
 
 def _normalised(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``n(x) = x / max(1e-8, max x)`` per video of each row of a K×N float64 stack."""
     return values / np.maximum(intensity.NORM_FLOOR, _segment_max(values, starts, lengths))
 
 
@@ -68,7 +59,7 @@ def _stacked_components(table: pa.Table, mode: str, source: str) -> tuple[np.nda
     """
     frame_dirs = table.column("frame_dir").to_pylist() if "frame_dir" in table.column_names else None
     rows, offsets = [], None
-    for name in COMPONENT_ORDER:
+    for name in intensity.COMPONENT_ORDER:
         column = shardio.curve_column(mode, name)
         if column not in table.column_names:
             raise KeyError(f"{source}: no intensity column {column!r} (JBA weights are recomputed from the "
@@ -86,7 +77,7 @@ def _stacked_components(table: pa.Table, mode: str, source: str) -> tuple[np.nda
             row = int(np.flatnonzero(np.diff(these) != np.diff(offsets))[0])
             who = frame_dirs[row] if frame_dirs else f"row {row}"
             raise ValueError(f"{source}: sample {who!r}: field {column!r} has a different length than "
-                             f"{shardio.curve_column(mode, COMPONENT_ORDER[0])!r}")
+                             f"{shardio.curve_column(mode, intensity.COMPONENT_ORDER[0])!r}")
         rows.append(lists.flatten().to_numpy().astype(np.float64))
     assert offsets is not None
     lengths = np.diff(offsets)
@@ -116,12 +107,8 @@ def weighted_curves(table: pa.Table, mode: str, accuracies: Mapping[str, float],
     starts, lengths = offsets[:-1], np.diff(offsets)
     if starts.size == 0:
         return np.zeros(0, np.float32), offsets
-    norm = _normalised(stack, starts, lengths)
-    if mode == "reference":
-        curve = np.array([weights[d] for d in COMPONENT_ORDER]) @ norm
-    else:
-        groups = _normalised(_group_means() @ norm, starts, lengths)
-        curve = np.array([weights[g] for g in intensity.GROUPS]) @ groups
+    per_video = functools.partial(_normalised, starts=starts, lengths=lengths)
+    curve = intensity.ensembles(stack, mode, weights, normalise=per_video)["JBA_weighted"]
     return curve.astype(np.float32), offsets
 
 
@@ -139,7 +126,7 @@ def weighted_peaks(table: pa.Table, mode: str, accuracies: Mapping[str, float],
 def read_weighted_peaks(arrow_url: str, mode: str, accuracies: Mapping[str, float]) -> dict[str, int]:
     """``key → peak`` of a shard's ``.intensity.arrow`` table under custom JBA weights (what the
     loader calls instead of reading the stored ``peak/{mode}/JBA_weighted`` column)."""
-    columns = ["key", "frame_dir", *(shardio.curve_column(mode, d) for d in COMPONENT_ORDER)]
+    columns = ["key", "frame_dir", *(shardio.curve_column(mode, d) for d in intensity.COMPONENT_ORDER)]
     table = shardio.read_intensity(arrow_url, columns)
     peaks = weighted_peaks(table, mode, accuracies, source=arrow_url)
     return dict(zip(table.column("key").to_pylist(), peaks.tolist(), strict=True))

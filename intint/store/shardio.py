@@ -1,10 +1,12 @@
-"""The shard-set format (docs/architecture.md, format_version 1): write, read, manifest, verify.
+"""The shard-set format (docs/architecture.md, format_version 1): names, manifest, writing, and the
+intensity tables.
 
 One module owns the bytes on disk so the builder, the loader, ``intint inspect`` and the tests agree
 on them. Writing is deterministic (fixed member order, mtime 0, uid/gid 0, empty owner names,
 ``sort_keys`` JSON, no timestamps) so a rebuild from the same input and seed is byte-identical and
-the manifest's SHA-256 values identify a build. Reading never unpickles: ``.npy`` members are read
-with ``allow_pickle=False``.
+the manifest's SHA-256 values identify a build. Reading the tars is ``intint.store.shardstream``'s job
+(which never unpickles: ``.npy`` members are read without pickle support), checking a finished set
+``intint.store.shard_verify``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -217,49 +219,6 @@ def write_tar(url: str, samples: Sequence[Sample]) -> str:
     return f.hexdigest()
 
 
-def _load_npy(data: bytes, where: str) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
-        raise ShardFormatError(f"{where}: not a plain .npy array ({e})") from e
-
-
-def iter_tar(url: str) -> Iterator[dict[str, Any]]:
-    """Decode a shard tar with the standard library: per video a dict of the JSON fields plus
-    ``key``, ``keypoint`` and ``keypoint_score`` (stored dtype). Raises on a member that is missing
-    or out of place, naming the tar and key."""
-    fs, path = fsio.url_to_fs(url)
-    with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-        current: dict[str, bytes] = {}
-        key: str | None = None
-        for member in tar:
-            if not member.isfile():
-                raise ShardFormatError(f"{url}: member {member.name!r} is not a regular file")
-            k, _, suffix = member.name.partition(".")
-            if k != key:
-                if key is not None:
-                    yield _decode(url, key, current)
-                key, current = k, {}
-            fobj = tar.extractfile(member)
-            assert fobj is not None
-            current[suffix] = fobj.read()
-        if key is not None:
-            yield _decode(url, key, current)
-
-
-def _decode(url: str, key: str, members: dict[str, bytes]) -> dict[str, Any]:
-    missing = [s for s in MEMBER_SUFFIXES if s not in members]
-    extra = [s for s in members if s not in MEMBER_SUFFIXES]
-    if missing or extra:
-        raise ShardFormatError(f"{url}: sample {key}: members missing {missing}, unexpected {extra}")
-    meta = json.loads(members["json"])
-    where = f"{url}: sample {key} ({meta.get('frame_dir')!r})"
-    out: dict[str, Any] = {"key": key, **meta}
-    out["keypoint"] = _load_npy(members["keypoint.npy"], f"{where} keypoint")
-    out["keypoint_score"] = _load_npy(members["keypoint_score.npy"], f"{where} keypoint_score")
-    return out
-
-
 # ---------------------------------------------------------------------------------------- arrow
 
 
@@ -338,95 +297,3 @@ def write_shard(tar_url: str, arrow_url: str, samples: Sequence[Sample],
             f"{tar_url}: {len(samples)} samples but {len(curves)} curve rows, {len(peaks)} peaks")
     return {"tar": write_tar(tar_url, samples),
             "arrow": write_intensity(arrow_url, intensity_table(samples, curves, peaks, columns))}
-
-
-# ---------------------------------------------------------------------------------------- verify
-
-
-@dataclass
-class ShardCheck:
-    split: str
-    tar: str
-    arrow: str
-    expected: int
-    tar_samples: int
-    arrow_rows: int
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class VerifyReport:
-    shards: list[ShardCheck]
-    problems: list[str]  # set-level problems (manifest, rejects.jsonl)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and all(s.ok for s in self.shards)
-
-
-def _check_shard(root: str, split: str, entry: ShardEntry, manifest: Manifest) -> ShardCheck:
-    check = ShardCheck(split, entry.tar, entry.arrow, entry.num_samples, 0, 0, [])
-    tar_url, arrow_url = fsio.join(root, entry.tar), fsio.join(root, entry.arrow)
-    for kind, url in (("tar", tar_url), ("arrow", arrow_url)):
-        try:
-            digest = fsio.sha256_url(url)
-        except FileNotFoundError:
-            check.problems.append(f"{url}: missing")
-            continue
-        if digest != entry.sha256.get(kind):
-            want = entry.sha256.get(kind, "")
-            check.problems.append(f"{url}: sha256 {digest[:12]}… != manifest {want[:12]}…")
-    if check.problems:
-        return check
-    try:
-        tar_keys = [s["key"] for s in iter_tar(tar_url)]
-        table = read_intensity(arrow_url)
-    except (ShardFormatError, tarfile.TarError, pa.ArrowInvalid, json.JSONDecodeError) as e:
-        check.problems.append(f"unreadable: {e}")
-        return check
-    check.tar_samples, check.arrow_rows = len(tar_keys), table.num_rows
-    if len(tar_keys) != entry.num_samples:
-        check.problems.append(f"{entry.tar}: {len(tar_keys)} samples, manifest says {entry.num_samples}")
-    if table.num_rows != entry.num_samples:
-        check.problems.append(f"{entry.arrow}: {table.num_rows} rows, manifest says {entry.num_samples}")
-    if table.column("key").to_pylist() != tar_keys:
-        check.problems.append(f"{entry.arrow}: row keys are not the tar's keys in the tar's order")
-    info = manifest.intensity
-    expected_cols = [curve_column(m, d) for m in info.modes for d in info.definitions]
-    have = set(table.column_names)
-    missing = [c for c in expected_cols if c not in have or "peak/" + c not in have]
-    if missing:
-        check.problems.append(f"{entry.arrow}: missing intensity column(s) {missing}")
-    return check
-
-
-def verify(url: str) -> VerifyReport:
-    """Re-read every file of a shard set against its checksum and count its samples.
-
-    Checks, per shard: both files exist and match the manifest SHA-256; tar samples and arrow rows
-    equal the manifest count; the arrow rows follow the tar's key order; all intensity columns are
-    there. Per split: shard counts sum to the split count. And ``rejects.jsonl`` has ``rejects`` lines.
-    """
-    manifest = read_manifest(url)
-    root = root_url(url)
-    report = VerifyReport(shards=[], problems=[])
-    for split, info in manifest.splits.items():
-        total = sum(e.num_samples for e in info.shards)
-        if total != info.num_samples:
-            report.problems.append(
-                f"split {split!r}: shards hold {total} samples, manifest says {info.num_samples}")
-        for entry in info.shards:
-            report.shards.append(_check_shard(root, split, entry, manifest))
-    rurl = fsio.join(root, REJECTS_NAME)
-    try:
-        lines = [ln for ln in fsio.read_bytes(rurl).splitlines() if ln.strip()]
-        if len(lines) != manifest.rejects:
-            report.problems.append(f"{REJECTS_NAME}: {len(lines)} lines, manifest says {manifest.rejects}")
-    except FileNotFoundError:
-        report.problems.append(f"{rurl}: missing")
-    return report
-

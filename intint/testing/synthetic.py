@@ -1,4 +1,4 @@
-"""A small seeded generator of PYSKL-format annotation dicts (spec §1) for tests and the demo job.
+"""A small seeded generator of PYSKL-format annotation dicts (docs/method.md §1) for tests and the demo job.
 
 Real datasets are large and licensed; tests and the placeholder main job need a file with the same
 structure and the same awkward cases: float16 or float32 arrays, several splits, videos from 20 to

@@ -1,10 +1,10 @@
 """SGD and the reference's learning-rate schedules, one optimizer + scheduler per pathway.
 
 Each pathway gets its own SGD and schedule so that training both pathways in one job equals two
-separate runs (spec §6.2: the reference trains them separately): gradient clipping, momentum and
+separate runs (docs/method.md §6.2: the reference trains them separately): gradient clipping, momentum and
 weight decay see only that pathway's parameters.
 
-The schedules follow mmcv's runner hooks (spec §6.3): cosine annealing per iteration from the scaled
+The schedules follow mmcv's runner hooks (docs/method.md §6.3): cosine annealing per iteration from the scaled
 rate to `min_lr` with no warm-up, or a step decay by `gamma` at the listed epochs. The factor is a pure
 function of the iteration so the schedule is resumable from the checkpointed step alone.
 """

@@ -1,14 +1,15 @@
 """Experiment tracking: W&B on rank 0 only, and the progress meter every rank keeps.
 
 W&B is created explicitly on rank 0 (never `ray.air.integrations.wandb.setup_wandb`: under Ray Train V2
-its rank check reads the V1 session and every rank opens a run, see notes §6). A run must never fail
-for lack of network or an API key: `auto` mode goes online only when a key is configured, and an online
-start that fails falls back to offline; offline runs are written next to the run and can be uploaded
-later with `wandb sync <folder>`.
+its rank check reads the V1 session and every rank opens a run, see docs/platform-notes.md §6). A run
+must never fail for lack of network or an API key: `auto` mode goes online only when a key is
+configured, and an online start that fails falls back to offline; offline runs are written next to the
+run and can be uploaded later with `wandb sync <folder>`.
 """
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import time
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WANDB_HOST = "api.wandb.ai"
 
@@ -79,17 +82,16 @@ class Tracker:
             run = wandb.init(mode=mode, **kwargs)
         except Exception as err:  # network/auth problems of any kind must not stop training
             if mode != "online":
-                print(f"[intint] W&B could not start ({mode}): {err}; continuing without tracking",
-                      flush=True)
+                log.warning("W&B could not start (%s): %s; continuing without tracking", mode, err)
                 return cls()
-            print(f"[intint] W&B online start failed ({err}); logging offline instead", flush=True)
+            log.warning("W&B online start failed (%s); logging offline instead", err)
             mode = "offline"
             run = wandb.init(mode=mode, **kwargs)
         run.define_metric("global_step")
         run.define_metric("*", step_metric="global_step")
         if mode == "offline":
-            print(f"[intint] W&B offline run folder: {run.settings.sync_dir} "
-                  f"(upload later with `wandb sync {run.settings.sync_dir}`)", flush=True)
+            log.info("W&B offline run folder: %s (upload later with `wandb sync %s`)", run.settings.sync_dir,
+                     run.settings.sync_dir)
         return cls(run=run, mode=mode)
 
     @property
@@ -190,6 +192,6 @@ def format_progress(epoch: int, step: int, steps_per_epoch: int, figures: Mappin
     """One progress line: epoch, step, per-pathway losses, lr, throughput and data-wait share."""
     losses = " ".join(f"loss_{k.removeprefix('train/loss_')}={v:.4f}" for k, v in figures.items()
                       if k.startswith("train/loss_"))
-    return (f"[intint] epoch {epoch} step {step}/{steps_per_epoch} {losses} lr={lr:.5g} "
+    return (f"epoch {epoch} step {step}/{steps_per_epoch} {losses} lr={lr:.5g} "
             f"{figures['train/samples_per_s']:.1f} samples/s "
             f"data_wait={figures['train/data_wait_share']:.0%}")

@@ -17,10 +17,12 @@ from intint import config
 from intint.cli import app
 from intint.demo import run
 from intint.demo.dataset import DEMO_CLASSES, DemoConfig, generate_demo
-from intint.eval.distributed import build_model
+from intint.demo.pictures import EXAMPLE_CLASSES, draw_pictures
 from intint.eval.distributed import predict as predict_batches
+from intint.eval.models import build_model
 from intint.eval.predict import Predictor, find_sample, format_prediction
 from intint.loader import streams
+from intint.loader.device import to_device
 from intint.model import checkpoint
 from intint.store import shardio
 
@@ -93,7 +95,7 @@ def test_single_video_prediction_equals_the_eval_loader(tiny_demo) -> None:
     lcfg = dataclasses.replace(config.loader_config(cfg, "test", train=False), num_workers=0, batch_size=4)
     loader = streams.eval_loader(lcfg, 0, 1, num_clips=cfg.eval_num_clips, flip_double=cfg.eval_flip)
     ref = predict_batches(predictor.model, loader, torch.device("cpu"),
-                          prepare=lambda b: streams.to_device(b, "cpu", lcfg))
+                          prepare=lambda b: to_device(b, "cpu", lcfg))
     by_key = {fd: i for i, fd in enumerate(ref.keys)}
     test_dirs = demo_set.annotations["split"]["test"]
     assert len(ref.keys) == len(test_dirs)
@@ -102,7 +104,7 @@ def test_single_video_prediction_equals_the_eval_loader(tiny_demo) -> None:
         row = by_key[shardio.sample_key(fd)]
         for name in ("integrity", "intensity"):
             np.testing.assert_allclose(pred.scores[name], ref.probs[name][row], rtol=1e-4, atol=1e-6)
-        fused = ref.probs["integrity"][row] + ref.probs["intensity"][row]  # 1:1 late fusion, spec §7
+        fused = ref.probs["integrity"][row] + ref.probs["intensity"][row]  # 1:1 fusion, docs/method.md §7
         np.testing.assert_allclose(pred.scores["fused"], fused, rtol=1e-4, atol=1e-6)
         assert pred.label == ref.labels[row]
 
@@ -145,9 +147,9 @@ def test_pictures_of_examples_curves_and_confusion(tiny_demo) -> None:
     history = [{"epoch": e, "train_loss_integrity": 2.0 - e, "train_loss_intensity": 2.1 - e,
                 "val_integrity_top1": 0.2 * e, "val_intensity_top1": 0.3 * e, "val_fused_top1": 0.35 * e}
                for e in range(3)]
-    pictures = run.draw_pictures(out, demo_set, cfg, ckpt, results, history)
+    pictures = draw_pictures(out, demo_set, cfg, ckpt, results, history)
     names = sorted(p.name for p in pictures)
-    expected = [f"{kind}_{c}.png" for kind in ("heatmaps", "intensity") for c in run.EXAMPLE_CLASSES]
+    expected = [f"{kind}_{c}.png" for kind in ("heatmaps", "intensity") for c in EXAMPLE_CLASSES]
     assert names == sorted([*expected, "training_curves.png", "confusion_fused.png"])
     for p in pictures:
         assert p.read_bytes()[:8] == PNG_MAGIC
@@ -177,10 +179,10 @@ def test_demo_command_end_to_end_tiny(tmp_path: Path) -> None:
     history = run.read_history(str(out / "run" / run.HISTORY_FILE))
     assert [h["epoch"] for h in history] == [0]
     for name in ["training_curves.png", "confusion_fused.png",
-                 *(f"{k}_{c}.png" for k in ("intensity", "heatmaps") for c in run.EXAMPLE_CLASSES)]:
+                 *(f"{k}_{c}.png" for k in ("intensity", "heatmaps") for c in EXAMPLE_CLASSES)]:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     assert list((out / "run" / "wandb").glob("offline-run-*"))
     assert run.best_checkpoint(str(out / "run")) != str(out / "checkpoint")
     pred = CliRunner().invoke(app, ["predict", "--checkpoint", str(out / "checkpoint"), "--annotations",
-                                    str(out / "run.pkl"), "--key", "demo_test_punch_0000"])
+                                    str(out / "demo.pkl"), "--key", "demo_test_punch_0000"])
     assert pred.exit_code == 0 and "label: punch" in pred.output

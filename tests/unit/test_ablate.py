@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from intint.ablation import plan
 from intint.ablation import results_table as ablation_table
 from intint.ablation import sweep as ablation
 from intint.ablation.results_table import SplitPredictions
@@ -51,23 +52,23 @@ def _fused_top1(a: SplitPredictions, b: SplitPredictions) -> float:
 
 
 def _fake_sweep(tmp_path: Path, placements: tuple[str, ...], hit_rates: dict[str, tuple[float, float]]
-                ) -> tuple[ablation.AblationConfig, ablation.Sweep]:
+                ) -> tuple[plan.AblationConfig, ablation.Sweep]:
     """A sweep whose runs are finished on disk (predictions.npz) without training: what the table reads."""
     base = dataclasses.replace(tiny(), shards=str(tmp_path / "shards"), storage_path=str(tmp_path),
                                name="fake")
-    ab = ablation.AblationConfig(base=base, placements=placements)
-    sweep = ablation.Sweep(ab, NUM_CLASSES, slots=1, log=lambda _: None)
+    ab = plan.AblationConfig(base=base, placements=placements)
+    sweep = ablation.Sweep(ab, NUM_CLASSES, slots=1)
     rng = np.random.default_rng(0)
     labels = {"val": rng.integers(0, NUM_CLASSES, 40), "test": rng.integers(0, NUM_CLASSES, 30)}
     for placement in (None, *placements):
-        name = ablation.run_id(placement)
+        name = plan.run_id(placement)
         if name not in hit_rates:
             continue
         folder = tmp_path / "fake" / name
         folder.mkdir(parents=True)
         val_rate, test_rate = hit_rates[name]
         preds = {"val": _preds(rng, labels["val"], val_rate), "test": _preds(rng, labels["test"], test_rate)}
-        ablation_table.save_predictions(str(folder / ablation.PREDICTIONS_FILE), preds)
+        ablation_table.save_predictions(str(folder / plan.PREDICTIONS_FILE), preds)
         pathway = "integrity" if placement is None else "intensity"
         sweep.records[name] = ablation.RunRecord(name, pathway, placement, str(folder), True, {})
     return ab, sweep
@@ -94,7 +95,7 @@ def test_jba_weights_are_the_normalised_fused_validation_accuracies(tmp_path: Pa
     assert sum(learnt["weights"].values()) == pytest.approx(1.0)
     assert learnt["weights"] != pytest.approx({g: v / sum(wrong.values()) for g, v in wrong.items()})
     # ... and they reach the JBA_weighted run's config (the loader recomputes its peaks from them).
-    cfg = ablation.run_config(ab, "JBA_weighted", learnt["weights"])
+    cfg = plan.run_config(ab, "JBA_weighted", learnt["weights"])
     assert cfg.jba_weights == pytest.approx(learnt["weights"]) and cfg.intensity_definition == "JBA_weighted"
     assert (cfg.pathways, cfg.name, cfg.wandb_group) == ("intensity", "intensity-JBA_weighted", "fake")
 
@@ -102,18 +103,18 @@ def test_jba_weights_are_the_normalised_fused_validation_accuracies(tmp_path: Pa
 def test_weight_rules() -> None:
     weights = ablation_table.jba_weights_from_validation({"J": 0.5, "B": 0.25, "A": 0.25})
     assert weights == {"J": 0.5, "B": 0.25, "A": 0.25}
-    assert ablation.parse_weights("J=2,B=1,A=1") == {"J": 2.0, "B": 1.0, "A": 1.0}
+    assert plan.parse_weights("J=2,B=1,A=1") == {"J": 2.0, "B": 1.0, "A": 1.0}
     with pytest.raises(ValueError, match="all have validation accuracy 0"):
         ablation_table.jba_weights_from_validation({"J": 0.0, "B": 0.0, "A": 0.0})
     with pytest.raises(ValueError, match="exactly J, B and A"):
-        ablation.parse_weights("J=1,B=1")
+        plan.parse_weights("J=1,B=1")
     with pytest.raises(ValueError, match=r"add \['A'\]"):
-        ablation.AblationConfig(base=tiny(), placements=("J", "B", "JBA_weighted"))
-    ablation.AblationConfig(base=tiny(), placements=("JBA_weighted",), jba_weights={"J": 1, "B": 1, "A": 2})
-    assert ablation.parse_placements(["paper"]) == ablation.DEFAULT_PLACEMENTS
-    assert ablation.parse_placements(["J,B", "random", "J"]) == ("J", "B", "random")
+        plan.AblationConfig(base=tiny(), placements=("J", "B", "JBA_weighted"))
+    plan.AblationConfig(base=tiny(), placements=("JBA_weighted",), jba_weights={"J": 1, "B": 1, "A": 2})
+    assert plan.parse_placements(["paper"]) == plan.DEFAULT_PLACEMENTS
+    assert plan.parse_placements(["J,B", "random", "J"]) == ("J", "B", "random")
     with pytest.raises(ValueError, match="placements"):
-        ablation.AblationConfig(base=tiny(), placements=("joint",))
+        plan.AblationConfig(base=tiny(), placements=("joint",))
 
 
 def test_concurrent_slots_follow_cluster_resources() -> None:
@@ -173,15 +174,15 @@ def test_pairs_must_score_the_same_videos() -> None:
 def test_finished_run_is_reused_and_a_changed_config_is_refused(tmp_path: Path) -> None:
     rates = {"integrity": (0.5, 0.5), "intensity-J": (0.8, 0.8)}
     ab, sweep = _fake_sweep(tmp_path, ("J",), rates)
-    cfg = ablation.run_config(ab, "J")
+    cfg = plan.run_config(ab, "J")
     done = {"run_id": cfg.name, "config": cfg.to_dict(), "metrics": {"test": {"top1": 0.5}}, "wall_s": 3.0}
-    (Path(sweep.records["intensity-J"].folder) / ablation.DONE_FILE).write_text(json.dumps(done))
-    rec = ablation.execute(cfg, ab.splits, NUM_CLASSES, log=lambda _: None)
+    (Path(sweep.records["intensity-J"].folder) / plan.DONE_FILE).write_text(json.dumps(done))
+    rec = ablation.execute(cfg, ab.splits, NUM_CLASSES)
     assert rec.trained is False and rec.metrics == done["metrics"]
     moved = dataclasses.replace(cfg, shards="/elsewhere", wandb="offline", loader_workers=3)
-    assert ablation.execute(moved, ab.splits, NUM_CLASSES, log=lambda _: None).trained is False
+    assert ablation.execute(moved, ab.splits, NUM_CLASSES).trained is False
     with pytest.raises(ValueError, match="epochs"):
-        ablation.execute(dataclasses.replace(cfg, epochs=7), ab.splits, NUM_CLASSES, log=lambda _: None)
+        ablation.execute(dataclasses.replace(cfg, epochs=7), ab.splits, NUM_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------- Ray
@@ -264,11 +265,11 @@ def test_jba_weighted_run_gets_the_normalised_validation_accuracies(
         ray_local, sweep_args: tuple[Path, list[str]]) -> None:
     folder, args = sweep_args
     job = load_job("ablate")
-    if not (folder / "intensity-B" / ablation.DONE_FILE).exists():
+    if not (folder / "intensity-B" / plan.DONE_FILE).exists():
         job.main([*args, "--placements", "J,B", "random"])
     # An interrupted run (no done.json) is continued: Ray resumes it from its checkpoint, nothing retrains.
     before = json.loads((folder / "table.json").read_text())
-    (folder / "intensity-B" / ablation.DONE_FILE).unlink()
+    (folder / "intensity-B" / plan.DONE_FILE).unlink()
     checkpoints_b = _checkpoint_files(folder / "intensity-B")
     table = job.main([*args, "--placements", "J,B,A,JBA_weighted,random"])
     _check_rows(table, ["random", "J", "B", "A", "JBA_weighted"])
@@ -282,5 +283,5 @@ def test_jba_weighted_run_gets_the_normalised_validation_accuracies(
     val_acc = {g: by[g]["val"]["fused"]["top1"] for g in "JBA"}
     assert jba["source"] == "validation" and jba["accuracies"] == pytest.approx(val_acc)
     assert jba["weights"] == pytest.approx({g: v / sum(val_acc.values()) for g, v in val_acc.items()})
-    done = json.loads((folder / "intensity-JBA_weighted" / ablation.DONE_FILE).read_text())
+    done = json.loads((folder / "intensity-JBA_weighted" / plan.DONE_FILE).read_text())
     assert TrainConfig.from_dict(done["config"]).jba_weights == pytest.approx(jba["weights"])

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from intint.pose import annotations
-from intint.pose.annotations import AnnotationError, UnsafePickleError, safe_load, safe_loads, validate
+from intint.pose.annotations import AnnotationError, validate
+from intint.pose.safe_pickle import UnsafePickleError, safe_loads
+from intint.store.annotation_file import read_annotations
 from intint.testing import synthetic
 
 
@@ -44,12 +46,12 @@ class _Evil:
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_safe_load_round_trips_pyskl_pickles(tmp_path: Path, protocol: int, dtype: Any) -> None:
+def test_read_annotations_round_trips_pyskl_pickles(tmp_path: Path, protocol: int, dtype: Any) -> None:
     raw = synthetic.make_annotations(6, 3, splits=("train", "val"), seed=1, dtype=dtype)
     raw["annotations"][0]["label"] = np.int64(2)  # NumPy scalars appear in real files
     path = tmp_path / "ann.pkl"
     path.write_bytes(pickle.dumps(raw, protocol=protocol))
-    loaded = safe_load(str(path))
+    loaded = read_annotations(str(path))
     assert loaded["split"] == raw["split"]
     for a, b in zip(loaded["annotations"], raw["annotations"], strict=True):
         assert a["keypoint"].dtype == np.dtype(dtype)
@@ -58,12 +60,12 @@ def test_safe_load_round_trips_pyskl_pickles(tmp_path: Path, protocol: int, dtyp
         assert a["label"] == b["label"] and a["img_shape"] == b["img_shape"]
 
 
-def test_safe_load_reads_fsspec_urls() -> None:
+def test_read_annotations_reads_fsspec_urls() -> None:
     raw = synthetic.make_annotations(4, 2, seed=2)
     url = "memory://test_annotations/ann.pkl"
     with fsspec.open(url, "wb") as f:
         f.write(pickle.dumps(raw))
-    loaded = safe_load(url)
+    loaded = read_annotations(url)
     assert [a["frame_dir"] for a in loaded["annotations"]] == [a["frame_dir"] for a in raw["annotations"]]
 
 
@@ -74,7 +76,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps(payload))
     with pytest.raises(UnsafePickleError, match=r"posix\.system|os\.system|nt\.system"):
-        safe_load(str(path))
+        read_annotations(str(path))
     assert not target.exists()
 
 

@@ -17,7 +17,7 @@ from intint.demo.dataset import (
     write_class_names,
     write_demo,
 )
-from intint.pose.annotations import safe_load
+from intint.store.annotation_file import read_annotations as safe_load
 
 SMALL = {"num_per_class_train": 3, "num_per_class_val": 1, "num_per_class_test": 2}
 

@@ -7,19 +7,30 @@ import pytest
 from intint.loader import epoch_plan
 
 
+def interleave(per_reader: list[int]) -> list[tuple[int, int]]:
+    """The DataLoader's in-order round robin over readers with ``per_reader[w]`` batches each.
+
+    Returns ``[(reader, batch_index), ...]``: round ``k`` takes batch ``k`` of every reader that still
+    has one. This is the order torch's DataLoader delivers an IterableDataset's worker outputs in
+    (workers that finish drop out of the cycle without reordering the rest).
+    """
+    rounds = max(per_reader, default=0)
+    return [(w, k) for k in range(rounds) for w, n in enumerate(per_reader) if k < n]
+
+
 @pytest.mark.parametrize("readers, quota, batch", [(1, 12, 4), (2, 12, 5), (3, 7, 2), (4, 9, 3)])
 def test_resume_at_any_point_replays_the_rest_of_the_round_robin(readers: int, quota: int,
                                                                   batch: int) -> None:
     plan = epoch_plan.TrainPlan(n_shards=readers, world_size=1, readers=readers, batch_size=batch,
                                 quota=quota)
-    full = epoch_plan.interleave([plan.batches_per_reader] * readers)
+    full = interleave([plan.batches_per_reader] * readers)
     assert len(full) == plan.batches_per_epoch
     for consumed in range(plan.batches_per_epoch + 1):
         # After a restart DataLoader worker `slot` plays reader `reader_of_slot` from its first unseen batch.
         slots = [plan.reader_of_slot(slot, consumed) for slot in range(readers)]
         remaining = [plan.batches_per_reader - plan.skipped_batches(r, consumed) for r in slots]
         resumed = [(slots[s], plan.skipped_batches(slots[s], consumed) + k)
-                   for s, k in epoch_plan.interleave(remaining)]
+                   for s, k in interleave(remaining)]
         assert resumed == full[consumed:]
         skipped = sum(plan.batch_sizes()[k] for r, k in full[:consumed] if r == 0)
         assert plan.skipped_samples(0, consumed) == skipped

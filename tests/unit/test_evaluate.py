@@ -1,17 +1,18 @@
-"""Evaluation maths against hand-computed values on small arrays."""
+"""Evaluation maths against hand-computed values on small arrays; models built and loaded from checkpoints."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
+from pathlib import Path
 
 import fsspec
 import numpy as np
 import pytest
 import torch
 
+from intint import config
 from intint.eval.metrics import (
-    average_views,
     confusion_matrix,
     evaluate_scores,
     fuse,
@@ -19,22 +20,8 @@ from intint.eval.metrics import (
     topk_accuracy,
     write_results,
 )
-
-
-def test_average_views_is_mean_of_per_view_softmax():
-    # view 0: equal logits → (1/2, 1/2); view 1: logits (ln 3, 0) → (3/4, 1/4); mean → (5/8, 3/8)
-    logits = np.array([[[0.0, 0.0], [math.log(3.0), 0.0]]])
-    np.testing.assert_allclose(average_views(logits), [[0.625, 0.375]], rtol=0, atol=1e-12)
-    # not the softmax of the mean logit, which would be softmax(ln3/2, 0) = (0.634, 0.366)
-    shifted = average_views(logits + np.array([[[1000.0], [-1000.0]]]))
-    np.testing.assert_allclose(shifted, [[0.625, 0.375]], rtol=0, atol=1e-12)
-
-
-def test_average_views_accepts_torch_tensors():
-    logits = torch.tensor([[[2.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]])
-    probs = average_views(logits)
-    e = math.exp(2.0)
-    np.testing.assert_allclose(probs, [[e / (e + 2), 1 / (e + 2), 1 / (e + 2)], [1 / 3] * 3], atol=1e-6)
+from intint.eval.models import build_model, load_model, slowonly_config
+from intint.model import checkpoint
 
 
 def test_fuse_is_weighted_sum_without_renormalisation():
@@ -135,3 +122,61 @@ def test_write_results_to_fsspec_url():
     fs = fsspec.filesystem("memory")
     assert fs.ls("/intint-test-eval/out", detail=False) == ["/intint-test-eval/out/results.json"]
     fs.rm("/intint-test-eval", recursive=True)
+
+
+# ---------------------------------------------------------------------------- models from the run config
+
+
+def test_model_is_sized_by_the_run_config():
+    cfg = config.tiny()
+    net = slowonly_config(cfg.model, 7)
+    assert (net.num_classes, net.stage_blocks, net.base_channels, net.dropout) == (
+        7, tuple(cfg.model.stage_blocks), cfg.model.base_channels, cfg.model.dropout)
+    model = build_model(dataclasses.replace(cfg, pathways="intensity"), 7)
+    assert model.pathways == ("intensity",)
+    assert model.recognizer("intensity").cfg == net
+
+
+def _save_checkpoint(folder: Path, with_best: bool, num_classes: int | None = 3) -> dict[str, dict]:
+    """A checkpoint of the tiny preset whose `model` and `best_model` weights differ; returns both."""
+    cfg = config.tiny()
+    torch.manual_seed(0)
+    weights = {"last": build_model(cfg, 3).state_dict(), "best": build_model(cfg, 3).state_dict()}
+    state = {"model": weights["last"], "epoch": 4}
+    if num_classes is not None:
+        state["num_classes"] = num_classes
+    if with_best:
+        state["best_model"] = weights["best"]
+    checkpoint.save(str(folder), state, cfg.to_dict())
+    return weights
+
+
+def _same_weights(model: torch.nn.Module, state: dict) -> bool:
+    own = model.state_dict()
+    return own.keys() == state.keys() and all(torch.equal(own[k], v) for k, v in state.items())
+
+
+def test_load_model_gives_the_weights_asked_for(tmp_path):
+    weights = _save_checkpoint(tmp_path, with_best=True)
+    assert not _same_weights(build_model(config.tiny(), 3), weights["best"])  # the two weight sets differ
+    for choice in ("last", "best"):
+        trained = load_model(str(tmp_path), choice, "cpu")
+        assert _same_weights(trained.model, weights[choice]), choice
+        assert not trained.model.training
+        assert (trained.num_classes, trained.epoch, trained.device) == (3, 4, torch.device("cpu"))
+        assert trained.cfg.to_dict() == config.tiny().to_dict()
+    with pytest.raises(ValueError, match="'best' or 'last'"):
+        load_model(str(tmp_path), "first", "cpu")
+
+
+def test_best_weights_of_the_best_epoch_are_the_checkpoints_own(tmp_path):
+    # a checkpoint saved at its best epoch holds no separate best_model
+    weights = _save_checkpoint(tmp_path, with_best=False)
+    assert _same_weights(load_model(str(tmp_path), "best", "cpu").model, weights["last"])
+
+
+def test_load_model_takes_the_class_count_from_the_config_when_the_state_has_none(tmp_path):
+    _save_checkpoint(tmp_path, with_best=False, num_classes=None)
+    cfg = dataclasses.replace(config.tiny(), num_classes=3)
+    trained = load_model(str(tmp_path), "last", "cpu", cfg=cfg)
+    assert trained.num_classes == 3 and trained.cfg is cfg

@@ -11,7 +11,7 @@ import torch
 
 from intint.pose import skeleton
 from intint.pose.sampling import uniform_indices
-from intint.pose.transforms import preset_pipeline
+from intint.pose.transforms import PipelineConfig
 from intint.pose.transforms import test_pipeline as make_test_pipeline
 from intint.render import heatmaps, scatter_layout
 from intint.render.heatmaps import limb_flip_index, render, render_batch
@@ -67,7 +67,7 @@ def test_limb_maps_match_reference(golden: np.lib.npyio.NpzFile, case: str) -> N
 def test_whole_test_chain_from_raw_inputs(golden: np.lib.npyio.NpzFile, case: str) -> None:
     kp, score = golden[f"{case}/keypoint"], golden[f"{case}/keypoint_score"]
     inds = uniform_indices(kp.shape[1], 48, test_mode=True)
-    pipe = make_test_pipeline(preset_pipeline("finegym"))
+    pipe = make_test_pipeline(PipelineConfig(train_hw=(56, 56), test_hw=(64, 64)))
     kp, score, (h, w) = pipe(kp[:, inds], score[:, inds], tuple(golden[f"{case}/img_shape"]))
     _assert_matches(render(kp, score, h, w, sigma=SIGMA, flip_double=True), golden, f"{case}/pipe")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference.paper_intensity_loops import loop_paper
 
 from intint.pose import intensity
 from intint.pose.sampling import intensity_indices
-from intint.pose.skeleton import ANGLE_TABLE, REFERENCE_BONE_NEIGHBOUR
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden.npz"
 GOLDEN_NAME = {**{d: d for d in intensity.SINGLE_DEFINITIONS}, "J": "J", "B": "B", "A": "A",
@@ -27,7 +27,7 @@ TEMPLATE = np.array(
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    assert GOLDEN.exists(), f"golden vectors not found at {GOLDEN} (shared/ must sit beside the repo)"
+    assert GOLDEN.exists(), f"golden vectors not found at {GOLDEN} (they are part of the repository)"
     wanted = ("/keypoint", "/keypoint_score", "/real_num_person", "/sv/", "/inds/")
     with np.load(GOLDEN) as data:  # only the intensity keys: the heatmap volumes are slow to inflate
         return {k: data[k] for k in data.files if k.startswith("c") and any(w in k for w in wanted)}
@@ -248,92 +248,6 @@ def test_paper_ensembles_average_normalised_curves():
 
 
 # ----------------------------------------------------------------------------- paper mode, loop restatement
-
-
-def loop_paper(kp: np.ndarray, score: np.ndarray) -> dict[str, np.ndarray]:
-    """The paper-mode definitions written as plain loops in float64, one term at a time."""
-    m_count, frames = kp.shape[:2]
-    kp = kp.astype(np.float64)
-    present = np.zeros((m_count, frames, 17), bool)
-    for m in range(m_count):
-        for t in range(frames):
-            for v in range(17):
-                x, y = kp[m, t, v]
-                present[m, t, v] = score[m, t, v] > 0 and math.isfinite(x) and math.isfinite(y) and (x or y)
-    person = present.any(axis=2)
-
-    def point(m, t, j):
-        """Joint j, or for j = 'hip'/'shoulder' the midpoint; None when not present."""
-        pair = {"hip": (11, 12), "shoulder": (5, 6)}.get(j)
-        joints = pair if pair else (j,)
-        if not all(present[m, t, k] for k in joints):
-            return None
-        return sum(kp[m, t, k] for k in joints) / len(joints)
-
-    def vector(head, tail):
-        if head is None or tail is None or np.hypot(*(head - tail)) < 1e-5:
-            return None
-        return head - tail
-
-    def omc(a, b):
-        return 1 - (a @ b) / (np.hypot(*a) * np.hypot(*b))
-
-    bone_end = {j: ("shoulder" if j == 0 else REFERENCE_BONE_NEIGHBOUR[j]) for j in range(17)}
-    series = {  # name -> [m][t][k] per-term value (vector or scalar) or None
-        "jnt": [[[point(m, t, j) for j in range(17)] for t in range(frames)] for m in range(m_count)],
-        "boneL": [[[vector(point(m, t, bone_end[j]), point(m, t, j)) for j in range(17)]
-                   for t in range(frames)] for m in range(m_count)],
-        "boneC": [[[vector(point(m, t, "hip"), point(m, t, j)) for j in range(17)]
-                   for t in range(frames)] for m in range(m_count)],
-    }
-    ang_l, ang_c = [], []
-    for m in range(m_count):
-        ang_l.append([]), ang_c.append([])
-        for t in range(frames):
-            row_l, row_c = [], []
-            for vtx, (e1, e2) in ANGLE_TABLE.items():
-                a1 = vector(point(m, t, e1), point(m, t, vtx))
-                a2 = vector(point(m, t, e2), point(m, t, vtx))
-                row_l.append(None if a1 is None or a2 is None else omc(a1, a2))
-                c1 = vector(point(m, t, vtx), point(m, t, "hip"))
-                c2 = vector(point(m, t, "shoulder"), point(m, t, "hip"))
-                row_c.append(None if c1 is None or c2 is None else omc(c1, c2))
-            ang_l[-1].append(row_l), ang_c[-1].append(row_c)
-    series["angL"], series["angC"] = ang_l, ang_c
-
-    def dist(name, a, b):
-        if name == "jnt":
-            return float(np.hypot(*(a - b)))
-        if name.startswith("bone"):
-            return omc(a, b)
-        return abs(a - b)
-
-    out = {}
-    for name, s in series.items():
-        nxt, avr = np.zeros(frames), np.zeros(frames)
-        means = {}
-        for m in range(m_count):
-            for k in range(17):
-                vals = [s[m][t][k] for t in range(frames) if s[m][t][k] is not None]
-                if vals:
-                    mean = sum(vals) / len(vals)
-                    if name.startswith("bone") and np.hypot(*mean) < 1e-5:
-                        continue
-                    means[m, k] = mean
-        for t in range(frames):
-            if t + 1 < frames:
-                for m in range(m_count):
-                    for k in range(17):
-                        if s[m][t][k] is not None and s[m][t + 1][k] is not None:
-                            nxt[t] += dist(name, s[m][t + 1][k], s[m][t][k])
-                nxt[t] /= max(1, sum(person[m, t] and person[m, t + 1] for m in range(m_count)))
-            for m in range(m_count):
-                for k in range(17):
-                    if s[m][t][k] is not None and (m, k) in means:
-                        avr[t] += dist(name, s[m][t][k], means[m, k])
-            avr[t] /= max(1, person[:, t].sum())
-        out[f"{name}_next"], out[f"{name}_avr"] = nxt, avr
-    return out
 
 
 def test_paper_mode_matches_a_plain_loop_restatement_on_messy_data():

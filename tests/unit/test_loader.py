@@ -21,9 +21,12 @@ from pathlib import Path
 import fsspec
 import pytest
 import torch
+from reference.tarfile_reader import iter_tar
 
 from intint.loader import batch_transport, epoch_plan
-from intint.loader.streams import LoaderConfig, TrainLoader, eval_loader, to_device, train_loader
+from intint.loader.config import LoaderConfig
+from intint.loader.device import to_device
+from intint.loader.streams import TrainLoader, eval_loader, train_loader
 from intint.pose import sampling
 from intint.pose.transforms import PipelineConfig
 from intint.store import build, shardio
@@ -327,7 +330,7 @@ def test_intensity_clip_is_the_window_at_the_stored_peak(shard_set: Path) -> Non
     videos = {}
     peaks = {}
     for tar, arrow, _ in shardio.shard_urls(str(shard_set), "train"):
-        videos.update({v["key"]: v for v in shardio.iter_tar(tar)})
+        videos.update({v["key"]: v for v in iter_tar(tar)})
         table = shardio.read_intensity(arrow, ["key", "peak/reference/J"])
         peaks.update(zip(table.column("key").to_pylist(), table.column("peak/reference/J").to_pylist(),
                          strict=True))

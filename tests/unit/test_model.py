@@ -1,29 +1,55 @@
-"""Model: reference parameter counts and shapes, init, checkpoint import, two-pathway gradient equivalence."""
+"""Model: reference parameter counts and shapes, init, view averaging, PYSKL import, two-pathway gradients.
+
+The full-size networks are built from the run presets (``intint.config``), the one place that sizes them.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from reference.pyskl_export import to_pyskl_state_dict
 
-from intint.model.slowonly import (
-    Bottleneck3d,
-    Recognizer,
-    TwoPathwayModel,
-    finegym_backbone,
+from intint import config
+from intint.eval.models import slowonly_config
+from intint.model.pyskl_checkpoint import (
     from_pyskl_state_dict,
-    hmdb51_backbone,
     intint_to_pyskl_key,
     load_pyskl_checkpoint,
     pyskl_to_intint_key,
-    small_backbone,
-    to_channels_last,
-    to_pyskl_state_dict,
 )
+from intint.model.slowonly import (
+    Bottleneck3d,
+    Recognizer,
+    SlowOnlyConfig,
+    TwoPathwayModel,
+    average_views,
+    to_channels_last,
+)
+
+
+def finegym_backbone(num_classes: int = 99) -> SlowOnlyConfig:
+    """The FineGYM preset's pathway: stage blocks (4, 6, 3)."""
+    return slowonly_config(config.finegym().model, num_classes)
+
+
+def hmdb51_backbone(num_classes: int = 51) -> SlowOnlyConfig:
+    """The HMDB51 preset's pathway: stage blocks (3, 4, 6), the K400 PoseC3D checkpoint's shape."""
+    return slowonly_config(config.hmdb51().model, num_classes)
+
+
+def small_backbone(
+    num_classes: int, base_channels: int = 8, stage_blocks: tuple[int, ...] = (1, 1, 1), dropout: float = 0.5
+) -> SlowOnlyConfig:
+    """A narrow, shallow variant of the same architecture that runs on a CPU in milliseconds."""
+    return SlowOnlyConfig(
+        num_classes=num_classes, base_channels=base_channels, stage_blocks=stage_blocks, dropout=dropout
+    )
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -146,6 +172,27 @@ def test_predict_views_averages_softmax_over_views():
     assert probs.shape == (2, 6)
     torch.testing.assert_close(probs, per_view.mean(1), rtol=0, atol=1e-6)
     torch.testing.assert_close(probs.sum(-1), torch.ones(2), rtol=0, atol=1e-6)
+
+
+def test_average_views_is_mean_of_per_view_softmax():
+    # view 0: equal logits → (1/2, 1/2); view 1: logits (ln 3, 0) → (3/4, 1/4); mean → (5/8, 3/8)
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]], dtype=torch.float64)
+    torch.testing.assert_close(average_views(logits), torch.tensor([[0.625, 0.375]]), rtol=0, atol=1e-6)
+    # not the softmax of the mean logit, which would be softmax(ln3/2, 0) = (0.634, 0.366); no overflow at
+    # ±1000 (float32 resolves 1000 + ln 3 to within 3e-5, which moves the probabilities by less than 1e-5)
+    shifted = average_views(logits + torch.tensor([[[1000.0], [-1000.0]]], dtype=torch.float64))
+    torch.testing.assert_close(shifted, torch.tensor([[0.625, 0.375]]), rtol=0, atol=1e-5)
+
+
+def test_average_views_in_float32_from_bf16_logits():
+    logits = torch.tensor([[[2.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]], dtype=torch.bfloat16)
+    probs = average_views(logits)
+    e = math.exp(2.0)
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs, torch.tensor([[e / (e + 2), 1 / (e + 2), 1 / (e + 2)], [1 / 3] * 3]),
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="B×N×C"):
+        average_views(logits[0])
 
 
 def test_channels_last_and_bf16_autocast_keep_results():

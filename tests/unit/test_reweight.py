@@ -1,5 +1,6 @@
-"""Custom JBA weights recomputed from stored curves (intint.reweight): the peaks must be exactly those that
-`intensity.compute` gives for the same weights, in both modes, on a shard set the test builds."""
+"""Custom JBA weights recomputed from stored curves (intint.store.reweighted_peaks): the peaks must be
+exactly those that `intensity.compute` gives for the same weights, in both modes, on a shard set the
+test builds."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ def test_errors_name_the_table_and_field(shard_set: tuple[Path, dict]) -> None:
 def test_loader_places_the_intensity_clip_at_the_reweighted_peak(shard_set: tuple[Path, dict], weights,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from intint.loader import streams
+    from intint.loader.config import LoaderConfig
     from intint.pose import sampling
 
     root, _ = shard_set
@@ -86,7 +88,7 @@ def test_loader_places_the_intensity_clip_at_the_reweighted_peak(shard_set: tupl
         return original(total_frames, peak, *args, **kwargs)
 
     monkeypatch.setattr(sampling, "intensity_indices", spy)
-    cfg = streams.LoaderConfig(shards=str(root), split="val", batch_size=4, num_workers=0,
+    cfg = LoaderConfig(shards=str(root), split="val", batch_size=4, num_workers=0,
                                pathways="intensity",
                             heatmaps_on="device", clip_len=8, intensity_definition="JBA_weighted",
                             jba_weights=weights)
@@ -101,4 +103,4 @@ def test_loader_places_the_intensity_clip_at_the_reweighted_peak(shard_set: tupl
                 want.update(reweighted_peaks.read_weighted_peaks(arrow, "reference", weights))
     assert placed == [want[k] for k in keys] and len(keys) == len(want)
     with pytest.raises(ValueError, match="jba_weights only applies"):
-        streams.LoaderConfig(shards=str(root), intensity_definition="J", jba_weights=CUSTOM)
+        LoaderConfig(shards=str(root), intensity_definition="J", jba_weights=CUSTOM)

@@ -15,7 +15,6 @@ from intint.pose.sampling import (
     intensity_indices,
     new_clip_generator,
     random_centre_indices,
-    sample_rng,
     uniform_indices,
 )
 
@@ -31,24 +30,25 @@ def golden() -> np.lib.npyio.NpzFile:
 # ---------------------------------------------------------------------------------------------- RNG
 
 
-def test_sample_rng_reproducible_by_seed_epoch_key() -> None:
-    a = sample_rng(3, 1, "gym/v1").random(8)
-    assert np.array_equal(a, sample_rng(3, 1, "gym/v1").random(8))
-    assert not np.array_equal(a, sample_rng(3, 2, "gym/v1").random(8))  # another epoch
-    assert not np.array_equal(a, sample_rng(3, 1, "gym/v2").random(8))  # another video
-    assert not np.array_equal(a, sample_rng(4, 1, "gym/v1").random(8))  # another run seed
+def test_clip_rng_reproducible_by_seed_epoch_key() -> None:
+    a = clip_rng(3, 1, "gym/v1", "integrity").random(8)
+    assert np.array_equal(a, clip_rng(3, 1, "gym/v1", "integrity").random(8))
+    assert not np.array_equal(a, clip_rng(3, 2, "gym/v1", "integrity").random(8))  # another epoch
+    assert not np.array_equal(a, clip_rng(3, 1, "gym/v2", "integrity").random(8))  # another video
+    assert not np.array_equal(a, clip_rng(4, 1, "gym/v1", "integrity").random(8))  # another run seed
 
 
-def test_sample_rng_is_the_same_in_another_process() -> None:
+def test_clip_rng_is_the_same_in_another_process() -> None:
     """Workers are separate processes with their own hash salt; the draws must not depend on it."""
-    code = "from intint.pose.sampling import sample_rng; print(sample_rng(7, 3, 'k/a.b').integers(0, 10**9))"
+    code = ("from intint.pose.sampling import clip_rng; "
+            "print(clip_rng(7, 3, 'k/a.b', 'intensity').integers(0, 10**9))")
     outs = set()
     for salt in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": salt, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                               check=True)
         outs.add(done.stdout.strip())
-    assert outs == {str(sample_rng(7, 3, "k/a.b").integers(0, 10**9))}
+    assert outs == {str(clip_rng(7, 3, "k/a.b", "intensity").integers(0, 10**9))}
 
 
 def test_clip_rng_streams_differ_per_pathway() -> None:
@@ -131,8 +131,8 @@ def test_uniform_train_short_video_loops_from_a_random_start() -> None:
 
 
 def test_uniform_train_reproducible_and_multi_clip() -> None:
-    a = uniform_indices(300, L, 3, test_mode=False, rng=sample_rng(0, 0, "v"))
-    b = uniform_indices(300, L, 3, test_mode=False, rng=sample_rng(0, 0, "v"))
+    a = uniform_indices(300, L, 3, test_mode=False, rng=clip_rng(0, 0, "v", "integrity"))
+    b = uniform_indices(300, L, 3, test_mode=False, rng=clip_rng(0, 0, "v", "integrity"))
     assert np.array_equal(a, b) and a.shape == (3 * L,)
     assert not np.array_equal(a[:L], a[L : 2 * L])  # clips are drawn independently
     with pytest.raises(ValueError, match="rng"):

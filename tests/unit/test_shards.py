@@ -15,13 +15,16 @@ from typing import Any
 import fsspec
 import numpy as np
 import pytest
+from reference.tarfile_reader import iter_tar
 from typer.testing import CliRunner
 
 from intint.cli import app
 from intint.pose import intensity
-from intint.pose.annotations import AnnotationError, UnsafePickleError
-from intint.store import build, fsio, shardio
+from intint.pose.annotations import AnnotationError
+from intint.pose.safe_pickle import UnsafePickleError
+from intint.store import build, fsio, shard_verify, shardio
 from intint.testing import synthetic
+from intint.train import shard_tasks
 
 NUM_CLASSES = 6
 
@@ -64,7 +67,7 @@ def test_every_sample_reads_back_equal_with_tarfile(built: Path, source: tuple[P
     for split, listed in raw["split"].items():
         seen: list[str] = []
         for tar_url, _, n in shardio.shard_urls(str(built), split):
-            rows = list(shardio.iter_tar(tar_url))
+            rows = list(iter_tar(tar_url))
             assert len(rows) == n
             assert len({r["label"] for r in rows}) > 1  # shuffled: shards mix classes
             for r in rows:
@@ -105,7 +108,7 @@ def test_intensity_columns_equal_direct_compute(built: Path) -> None:
     for split in manifest.splits:
         for tar_url, arrow_url, n in shardio.shard_urls(str(built), split):
             table = shardio.read_intensity(arrow_url)
-            rows = list(shardio.iter_tar(tar_url))
+            rows = list(iter_tar(tar_url))
             assert table.num_rows == n
             assert table.column("key").to_pylist() == [r["key"] for r in rows]  # the tar's order
             assert table.schema.field("label").type == "int32"
@@ -142,7 +145,7 @@ def test_manifest_counts_and_checksums(built: Path, source: tuple[Path, dict]) -
             listed |= {s["tar"], s["arrow"]}
     assert files == listed  # nothing else (no temp files) left behind
     assert shardio.read_manifest(str(built / "manifest.json")).to_json() == data
-    report = shardio.verify(str(built))
+    report = shard_verify.verify(str(built))
     assert report.ok and sum(s.tar_samples for s in report.shards) == 200
     assert data["build_args"]["input_sha256"] == hashlib.sha256(source[0].read_bytes()).hexdigest()
 
@@ -160,12 +163,12 @@ def test_rebuild_is_byte_identical_and_seed_matters(built: Path, source: tuple[P
 def test_memory_output_matches_local_build(built: Path, source: tuple[Path, dict]) -> None:
     url = f"memory://shards-{uuid.uuid4().hex}"
     build.build(config(source[0], url, workers=2))
-    assert shardio.verify(url).ok
+    assert shard_verify.verify(url).ok
     fs = fsspec.filesystem("memory")
     for name, digest in file_hashes(built).items():
         assert hashlib.sha256(fs.cat(f"{url}/{name}")).hexdigest() == digest, name
     tar, arrow, n = shardio.shard_urls(url, "test")[0]
-    assert len(list(shardio.iter_tar(tar))) == n == shardio.read_intensity(arrow).num_rows
+    assert len(list(iter_tar(tar))) == n == shardio.read_intensity(arrow).num_rows
 
 
 def test_splits_subset_and_num_shards(source: tuple[Path, dict], built: Path, tmp_path: Path) -> None:
@@ -176,8 +179,8 @@ def test_splits_subset_and_num_shards(source: tuple[Path, dict], built: Path, tm
     sizes = [e.num_samples for e in m.splits["test"].shards]
     assert len(sizes) == 4 and max(sizes) - min(sizes) <= 1 and sum(sizes) == len(source[1]["split"]["test"])
     # a split's shuffle depends on the seed and split name only: same videos per position as the full build
-    full = [r["frame_dir"] for t, _, _ in shardio.shard_urls(str(built), "test") for r in shardio.iter_tar(t)]
-    sub = [r["frame_dir"] for t, _, _ in shardio.shard_urls(str(out), "test") for r in shardio.iter_tar(t)]
+    full = [r["frame_dir"] for t, _, _ in shardio.shard_urls(str(built), "test") for r in iter_tar(t)]
+    sub = [r["frame_dir"] for t, _, _ in shardio.shard_urls(str(out), "test") for r in iter_tar(t)]
     assert full == sub
     with pytest.raises(ValueError, match="too few for 1000 shards"):
         build.build(config(source[0], tmp_path / "x", num_shards=1000))
@@ -220,7 +223,7 @@ def test_bad_inputs_go_to_rejects_and_totals_add_up(tmp_path: Path) -> None:
     m = shardio.read_manifest(str(out))
     assert m.rejects == 5 and sum(i.num_samples for i in m.splits.values()) == 12 - 3
     assert fds[2] in {r["frame_dir"] for t, _, _ in shardio.shard_urls(str(out), split_of[fds[2]])
-                      for r in shardio.iter_tar(t)}
+                      for r in iter_tar(t)}
 
     with pytest.raises(AnnotationError) as exc:
         build.build(config(src, tmp_path / "strict", num_classes=3, strict=True))
@@ -249,7 +252,7 @@ def test_existing_shard_set_needs_overwrite_and_stale_shards_go(built: Path, sou
     with pytest.raises(FileExistsError, match="overwrite"):
         build.build(config(source[0], out))
     build.build(config(source[0], out, shard_size=100, overwrite=True))
-    assert shardio.verify(str(out)).ok
+    assert shard_verify.verify(str(out)).ok
     assert not (out / "train-000003.tar").exists()  # 4 shards before, 2 now
 
 
@@ -266,7 +269,7 @@ def test_verify_and_inspect_detect_corruption(built: Path, tmp_path: Path) -> No
     data[600] ^= 0xFF
     tar.write_bytes(bytes(data))
     (bad / "test-000000.intensity.arrow").unlink()
-    report = shardio.verify(str(bad))
+    report = shard_verify.verify(str(bad))
     problems = [p for s in report.shards for p in s.problems]
     assert not report.ok and len(problems) == 2
     assert any("train-000001.tar" in p and "sha256" in p for p in problems)
@@ -285,7 +288,7 @@ def test_cli_build_shards_synthetic_and_errors(tmp_path: Path) -> None:
     assert "inputs: 30 annotations = 30 written" in res.output
     m = shardio.read_manifest(str(out))
     assert m.num_classes == 4 and m.intensity.modes == ["reference"] and m.dataset == "synthetic"
-    assert shardio.verify(str(out)).ok
+    assert shard_verify.verify(str(out)).ok
 
     raw = _bad_input()
     src = tmp_path / "bad.pkl"
@@ -322,5 +325,5 @@ def test_ray_build_is_byte_identical_to_local(tmp_path: Path) -> None:
     src = tmp_path / "a.pkl"
     synthetic.write_pickle(raw, str(src))
     build.build(config(src, tmp_path / "local", shard_size=6, workers=2))
-    build.build(config(src, tmp_path / "ray", shard_size=6, workers=2, ray=True))
+    build.build(config(src, tmp_path / "ray", shard_size=6, workers=2), run_tasks=shard_tasks.run_ray)
     assert file_hashes(tmp_path / "ray") == file_hashes(tmp_path / "local")

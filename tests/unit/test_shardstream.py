@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from webdataset import tariterators
 
+from intint.store import tar_reader
 from intint.store.shardstream import (
     CorruptSample,
     ShardRef,
     ShardUnavailable,
-    _members,
     _npy_fast,
     decode,
     raw_samples,
 )
+from intint.store.tar_reader import tar_members, tar_samples
 
 
 def _tar(members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT, extra_dir: bool = False) -> bytes:
@@ -49,7 +50,7 @@ def test_tar_members_match_tarfile(fmt: int) -> None:
     if fmt == tarfile.PAX_FORMAT:
         members.append(("vidéo/k4.json", b"unicode name"))
     data = _tar(members, fmt, extra_dir=True)
-    ours = [(name, bytes(body)) for name, body in _members(io.BytesIO(data), "mem.tar")]
+    ours = [(name, bytes(body)) for name, body in tar_members(io.BytesIO(data), "mem.tar")]
     reference = [(m["fname"], m["data"]) for m in tariterators.tar_file_iterator(io.BytesIO(data))]
     assert ours == reference
     assert [name for name, _ in ours] == [n for n, _ in members if n != "__index__"]
@@ -60,9 +61,9 @@ def test_tar_members_raise_on_damage_that_tarfile_would_hide() -> None:
     bad = bytearray(data)
     bad[1536 + 10] ^= 0xFF  # a byte of the second header (first header 512 + data 1024)
     with pytest.raises(tarfile.ReadError, match="checksum"):
-        list(_members(io.BytesIO(bytes(bad)), "x.tar"))
+        list(tar_members(io.BytesIO(bytes(bad)), "x.tar"))
     with pytest.raises(tarfile.ReadError, match="end of data"):
-        list(_members(io.BytesIO(bytes(data[:700])), "x.tar"))
+        list(tar_members(io.BytesIO(bytes(data[:700])), "x.tar"))
 
 
 def _video(key: str, frames: int = 6, label: int = 1) -> list[tuple[str, bytes]]:
@@ -128,8 +129,6 @@ def _wds_samples(data: bytes) -> list[dict]:
 def test_tar_samples_group_as_webdataset(fmt: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Our chunked reader groups members into samples exactly as webdataset's tarfile-based pipeline,
     also when members straddle the reader's chunks (a chunk far smaller than a member here)."""
-    from intint.store import shardstream
-
     rng = np.random.default_rng(0)
     long_dir = "d" * 120 if fmt != tarfile.USTAR_FORMAT else "d" * 60
     members = [("a/k1.JSON", b"{}"), ("a/k1.keypoint.npy", rng.bytes(3000)), ("a/k1.keypoint_score.npy", b""),
@@ -139,17 +138,15 @@ def test_tar_samples_group_as_webdataset(fmt: int, monkeypatch: pytest.MonkeyPat
     data = _tar(members, fmt, extra_dir=True)
     want = _wds_samples(data)
     for chunk in (1 << 20, 700, 512):
-        monkeypatch.setattr(shardstream, "_CHUNK", chunk)
+        monkeypatch.setattr(tar_reader, "_CHUNK", chunk)
         got = [{k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in s.items()}
-               for s in shardstream.tar_samples(io.BytesIO(data), "x.tar")]
+               for s in tar_samples(io.BytesIO(data), "x.tar")]
         assert got == want
     assert [s["__key__"] for s in want] == ["a/k1", f"{long_dir}/k2", "k3", "k4"]
     assert set(want[0]) >= {"json", "keypoint.npy", "keypoint_score.npy"}
 
 
 def test_tar_samples_refuse_a_repeated_member() -> None:
-    from intint.store.shardstream import tar_samples
-
     data = _tar([("k1.json", b"a"), ("k1.json", b"b")])
     with pytest.raises(ValueError, match="duplicate"):
         list(tar_samples(io.BytesIO(data), "x.tar"))
@@ -158,26 +155,24 @@ def test_tar_samples_refuse_a_repeated_member() -> None:
 def test_tar_reader_errors_survive_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad checksum, a garbage size field and a short member are errors whatever the chunking; the
     members before the damage are delivered."""
-    from intint.store import shardstream
-
     data = bytearray(_tar([("k1.json", b"a" * 600), ("k2.json", b"b" * 10), ("k3.json", b"c" * 5)]))
     for chunk in (1 << 20, 512, 1000):
-        monkeypatch.setattr(shardstream, "_CHUNK", chunk)
+        monkeypatch.setattr(tar_reader, "_CHUNK", chunk)
         bad = bytearray(data)
         bad[1536 + 10] ^= 0xFF  # the second header
         got = []
         with pytest.raises(tarfile.ReadError, match="checksum"):
-            got.extend(name for name, _ in shardstream._members(io.BytesIO(bytes(bad)), "x.tar"))
+            got.extend(name for name, _ in tar_members(io.BytesIO(bytes(bad)), "x.tar"))
         assert got == ["k1.json"]
         size_bad = bytearray(data)
         size_bad[1536 + 124:1536 + 136] = b"zzzzzzzzzzz\0"  # garbage size, checksum fixed to match
         size_bad[1536 + 148:1536 + 156] = b" " * 8
         size_bad[1536 + 148:1536 + 155] = f"{sum(size_bad[1536:2048]):06o}\0".encode()
         with pytest.raises(tarfile.ReadError, match="size field"):
-            list(shardstream._members(io.BytesIO(bytes(size_bad)), "x.tar"))
+            list(tar_members(io.BytesIO(bytes(size_bad)), "x.tar"))
         with pytest.raises(tarfile.ReadError, match="end of data"):
-            list(shardstream._members(io.BytesIO(bytes(data[:700])), "x.tar"))
+            list(tar_members(io.BytesIO(bytes(data[:700])), "x.tar"))
         with pytest.raises(tarfile.ReadError, match="truncated header"):
-            list(shardstream._members(io.BytesIO(bytes(data[:1536 + 100])), "x.tar"))
-        ends = [name for name, _ in shardstream._members(io.BytesIO(bytes(data[:2048 + 512])), "x.tar")]
+            list(tar_members(io.BytesIO(bytes(data[:1536 + 100])), "x.tar"))
+        ends = [name for name, _ in tar_members(io.BytesIO(bytes(data[:2048 + 512])), "x.tar")]
         assert ends == ["k1.json", "k2.json"]  # a stream may end at a member boundary without the marker

@@ -36,7 +36,7 @@ from intint.model import checkpoint
 from intint.model.slowonly import SlowOnlyConfig, TwoPathwayModel
 from intint.store import build
 from intint.testing import synthetic
-from intint.train import loop, tracking
+from intint.train import launch, tracking
 from intint.train.loop import FAILURE_MARKER, InjectedFailure, maybe_inject_failure, train_step
 from intint.train.optim import build_optimizer, build_scheduler, cosine_lr, step_lr
 
@@ -117,7 +117,7 @@ def test_cli_train_passes_overrides_to_the_launcher(monkeypatch: pytest.MonkeyPa
     from intint.cli import app
 
     seen: list[TrainConfig] = []
-    monkeypatch.setattr(loop, "run", seen.append)
+    monkeypatch.setattr(launch, "run", seen.append)
     out = CliRunner().invoke(app, ["train", "--preset", "hmdb51", "--split", "2", "--shards", "/s",
                                    "--epochs", "3", "--optim.lr", "0.02"])
     assert out.exit_code == 0, out.output

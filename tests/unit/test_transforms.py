@@ -6,21 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference.staged_pipeline import flip, random_crop_box, random_resized_crop, staged_train_pipeline
 
+from intint import config
 from intint.pose import skeleton
+from intint.pose.keypoint_ops import pose_compact, rescale_size, resize
 from intint.pose.sampling import uniform_indices
-from intint.pose.transforms import (
-    PipelineConfig,
-    flip,
-    pose_compact,
-    preset_pipeline,
-    random_crop_box,
-    random_resized_crop,
-    rescale_size,
-    resize,
-    staged_train_pipeline,
-    train_pipeline,
-)
+from intint.pose.transforms import PipelineConfig, train_pipeline
 from intint.pose.transforms import test_pipeline as make_test_pipeline
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden.npz"
@@ -29,6 +21,14 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden.npz"
 @pytest.fixture(scope="module")
 def golden() -> np.lib.npyio.NpzFile:
     return np.load(GOLDEN)
+
+
+def preset_pipeline(dataset: str, **overrides: object) -> PipelineConfig:
+    """The pipeline sizes of a training preset of ``intint.config`` (docs/method.md §4.1-4.2)."""
+    data = config.preset(dataset).data
+    sizes = {"train_hw": (data.train_size,) * 2, "test_hw": (data.test_size,) * 2,
+             "train_short_side": data.train_short_side}
+    return PipelineConfig(**{**sizes, **overrides})  # type: ignore[arg-type]
 
 
 def _clip(

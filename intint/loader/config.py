@@ -1,0 +1,99 @@
+"""What a loader is asked for (``LoaderConfig``) and where a training loader stands (``LoaderState``).
+
+The fields are those of docs/architecture.md "Loader contract". Plain data with its checks, so every other
+loader module can depend on it without depending on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from intint.pose import intensity
+from intint.pose.sampling import PATHWAYS
+from intint.pose.transforms import PipelineConfig
+from intint.store import shardio
+
+__all__ = ["LoaderConfig", "LoaderState"]
+
+
+@dataclass
+class LoaderConfig:
+    """Everything the loader needs; the fields of docs/architecture.md "Loader contract"."""
+
+    shards: str  # shard-set URL (local path or fsspec URL)
+    split: str = "train"
+    batch_size: int = 16  # per rank
+    num_workers: int = 2  # DataLoader worker processes per rank (0 = read in the main process)
+    pathways: str = "both"  # "both" | "integrity" | "intensity"
+    heatmaps_on: str = "workers"  # "workers" (render in loader processes) | "device" (ship keypoint clips)
+    clip_len: int = 48
+    intensity_mode: str = "reference"  # which precomputed columns to read
+    intensity_definition: str = "J"  # any name in intensity.DEFINITIONS, or "random" (docs/method.md §2.6)
+    jba_weights: dict[str, float] | None = None  # JBA_weighted peaks for these weights (reweighted_peaks)
+    jitter: int = 0  # temporal jitter of the peak in training (0 = reference)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    sigma: float = 0.6
+    max_persons: int = 2  # keypoint clips are padded/truncated to this many persons
+    seed: int = 0
+    shuffle_buffer: int = 256
+    allow_missing_shards: bool = False
+    pin_memory: bool = False
+    prefetch_factor: int = 4
+    persistent_workers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pathways not in ("both", *PATHWAYS):
+            raise ValueError(f"LoaderConfig.pathways must be 'both', 'integrity' or 'intensity', "
+                             f"got {self.pathways!r}")
+        if self.heatmaps_on not in ("workers", "device"):
+            raise ValueError(f"LoaderConfig.heatmaps_on must be 'workers' or 'device', "
+                             f"got {self.heatmaps_on!r}")
+        if self.intensity_definition != "random" and self.intensity_definition not in intensity.DEFINITIONS:
+            raise ValueError(f"LoaderConfig.intensity_definition must be 'random' or one of "
+                             f"{intensity.DEFINITIONS}, got {self.intensity_definition!r}")
+        for name in ("batch_size", "clip_len", "max_persons", "prefetch_factor"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LoaderConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "jitter", "seed", "shuffle_buffer"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LoaderConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.sigma <= 0:
+            raise ValueError(f"LoaderConfig.sigma must be positive, got {self.sigma}")
+        if self.jba_weights is not None and self.intensity_definition != "JBA_weighted":
+            raise ValueError("LoaderConfig.jba_weights only applies to intensity_definition 'JBA_weighted', "
+                             f"got {self.intensity_definition!r}")
+
+    @property
+    def active_pathways(self) -> tuple[str, ...]:
+        return PATHWAYS if self.pathways == "both" else (self.pathways,)
+
+    @property
+    def needs_peaks(self) -> bool:
+        return "intensity" in self.active_pathways and self.intensity_definition != "random"
+
+    @property
+    def peak_column(self) -> str:
+        return shardio.peak_column(self.intensity_mode, self.intensity_definition)
+
+
+@dataclass
+class LoaderState:
+    """Where a training loader is: the epoch and how many of its batches this rank has consumed."""
+
+    epoch: int = 0
+    batches_consumed: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> LoaderState:
+        try:
+            epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+        except (KeyError, TypeError, ValueError) as exn:
+            raise ValueError("loader state must be {'epoch': int, 'batches_consumed': int}, "
+                             f"got {state!r}") from exn
+        if epoch < 0 or consumed < 0:
+            raise ValueError(f"loader state must be non-negative, got {state!r}")
+        return cls(epoch, consumed)

@@ -1,0 +1,1 @@
+"""Test oracles: plain, independent restatements the library is checked against (not shipped)."""
