@@ -29,8 +29,8 @@ CURVES_SHOWN: tuple[str, ...] = ("J", "B", "A")
 def example_videos(demo: DemoSet, peaks: Mapping[str, int], split: str = "test") -> list[str]:
     """One test video per class of `EXAMPLE_CLASSES`: the first whose intensity peak lies in a true burst.
 
-    That is the typical case (`jobs/demo_check.py`: ~95% of the demo's videos); the pictures explain what
-    the pathways see, so they should not open with the rare video whose peak a detector dropout moved.
+    That is the typical case (`benchmarks/demo_check.py` counts them); the pictures explain what the
+    pathways see, so they should not open with the rare video whose peak a detector dropout moved.
     """
     label = {a["frame_dir"]: DEMO_CLASSES[a["label"]] for a in demo.annotations["annotations"]}
     out = []

@@ -24,7 +24,7 @@ import numpy as np
 
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
-_CHUNK = 1 << 18  # bytes read at a time (64 KB and 1 MB both measured slower: jobs/bench_read.py)
+_CHUNK = 1 << 18  # bytes read at a time (64 KB and 1 MB both measured slower: benchmarks/bench_read.py)
 _REGULAR = (b"0", b"\0", b"7")  # regular file (and contiguous file, which readers treat alike)
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: names like __index__ are not samples
 # Header checksum: the sum of all 512 bytes with the checksum field (148:156) counted as spaces.

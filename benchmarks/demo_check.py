@@ -7,7 +7,7 @@ burst positions are the generator's ground truth (``DemoSet.bursts``). Expected:
 nearly all of a single burst while uniform sampling catches a fraction, and on the count classes
 the window sees one repetition while uniform sampling sees all three.
 
-    python jobs/demo_check.py [--per-class 20] [--seed 0] [--clip-len 48] [--mode reference]
+    python benchmarks/demo_check.py [--per-class 20] [--seed 0] [--clip-len 48] [--mode reference]
                               [--definition J] [--per-video] [--json]
 """
 

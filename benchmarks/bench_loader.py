@@ -28,7 +28,7 @@ time) with the heatmaps drawn the way the reference's GeneratePoseTarget does (P
 frames × joints × persons, spec §5); the bench checks that both renderers agree
 (``baseline_max_abs_diff``).
 
-    python jobs/bench_loader.py [--videos 512] [--frames 100 200] [--seconds 4] [--workers 1 2]
+    python benchmarks/bench_loader.py [--videos 512] [--frames 100 200] [--seconds 4] [--workers 1 2]
                                 [--persons 1 2] [--heatmaps-on workers device] [--json]
 
 Each row records the load average: on a shared machine compare rows of one run, not runs.

@@ -6,7 +6,7 @@ built from a baseline revision of ``intint/transforms.py`` and ``intint/sampling
 into throw-away modules, so no working-tree file changes), plus the samplers and the train pipeline on
 their own. Figures are µs per call, best of ``--repeats`` rounds (the least disturbed by other load).
 
-    PYTHONPATH=. python jobs/bench_transforms.py [--baseline-rev 016514e] [--samples 2000]
+    PYTHONPATH=. python benchmarks/bench_transforms.py [--baseline-rev 016514e] [--samples 2000]
                                                  [--batch-baseline-rev a8a67e2]
 
 The last line times ``ClipMaker.train_batch`` (the loader's batch-at-a-time path) of

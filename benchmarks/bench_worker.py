@@ -9,7 +9,7 @@ bench's synthetic shards, built by the working tree), batch by batch in alternat
 host's speed drifts by up to ~1.7× within seconds, and finely interleaved rounds cancel most of it.
 Prints samples per CPU second of each and the median per-batch ratio with its quartiles.
 
-    PYTHONPATH=. python jobs/bench_worker.py --baseline-rev fc1b41f [--persons 2] [--rounds 40]
+    PYTHONPATH=. python benchmarks/bench_worker.py --baseline-rev fc1b41f [--persons 2] [--rounds 40]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_loader  # noqa: E402
 

@@ -6,7 +6,8 @@ shuffle, intensity for every definition and mode, tar + Arrow writing, manifest.
 wall time of ``build.build`` (parallelism is what is measured); the 1-worker build is the baseline of
 the same run, and every build's files are checked to be byte-identical to it.
 
-    python jobs/bench_build.py [--videos 400] [--frames 20 400] [--shard-size 50] [--workers 1 2] [--json]
+    python benchmarks/bench_build.py [--videos 400] [--frames 20 400] [--shard-size 50]
+                                     [--workers 1 2] [--json]
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import numpy as np
 # Run from a checkout without relying on an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intint import synthetic  # noqa: E402
 from intint.pose import intensity
 from intint.store import build
+from intint.testing import synthetic  # noqa: E402
 
 
 def _digests(folder: Path) -> dict[str, str]:

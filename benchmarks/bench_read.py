@@ -8,7 +8,7 @@ in alternating rounds in one process: the VM's speed drifts within seconds, so e
 variant back to back and the script reports the median over rounds of each variant's ratio to the
 baseline of that round.
 
-    python jobs/bench_read.py [--persons 1 2] [--rounds 12] [--chunks 65536 262144 1048576] [--json]
+    python benchmarks/bench_read.py [--persons 1 2] [--rounds 12] [--chunks 65536 262144 1048576] [--json]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ that one curve). Figures are medians of this process's CPU time (``time.process_
 after a warm-up, so waiting for a busy shared core does not count; the ratio compares figures of the
 same run on the same video.
 
-    python jobs/bench_intensity.py [--repeats 50] [--loop-repeats 5] [--json]
+    python benchmarks/bench_intensity.py [--repeats 50] [--loop-repeats 5] [--json]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 # Run from a checkout without relying on an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from intint import intensity  # noqa: E402
+from intint.pose import intensity  # noqa: E402
 from intint.pose.skeleton import NUM_JOINTS  # noqa: E402
 
 SIZES = ((1, 150), (3, 600))

@@ -13,7 +13,7 @@ Variants of ``render`` (one 17-joint clip M×T×17 → 17×T×H×W):
   a DataLoader worker hands batches to the main process; the per-clip figure includes creating that
   buffer and the kernel's first-touch page faults, i.e. the cost of handing the result over.
 
-    python jobs/bench_heatmaps.py [--size 56] [--frames 48] [--repeats 10] [--rounds 15] [--json]
+    python benchmarks/bench_heatmaps.py [--size 56] [--frames 48] [--repeats 10] [--rounds 15] [--json]
 """
 
 from __future__ import annotations
