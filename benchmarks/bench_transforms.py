@@ -1,23 +1,22 @@
 """Benchmark: per-sample CPU cost of clip sampling + keypoint transforms (the loader's hot path).
 
-Times, in one process and one run, the current ``intint.clips.ClipMaker.train`` path (both pathways:
-clip_rng, index sampling, fancy-index gather, train pipeline, person truncation) against the same path
-built from a baseline revision of ``intint/transforms.py`` and ``intint/sampling.py`` (loaded from git
-into throw-away modules, so no working-tree file changes), plus the samplers and the train pipeline on
-their own. Figures are µs per call, best of ``--repeats`` rounds (the least disturbed by other load).
+Times, in one process and one run, the current ``intint.loader.clip_maker.ClipMaker.train`` path (both
+pathways: clip_rng, index sampling, fancy-index gather, train pipeline, person truncation) against the same
+path built from a baseline revision's transforms and sampling modules (its whole ``intint`` package
+extracted from git into a throw-away package by ``revisions.py``, flat or subpackage layout, so no
+working-tree file changes), plus the samplers and the train pipeline on their own. Figures are µs per call,
+best of ``--repeats`` rounds (the least disturbed by other load).
 
     PYTHONPATH=. python benchmarks/bench_transforms.py [--baseline-rev 016514e] [--samples 2000]
                                                  [--batch-baseline-rev a8a67e2]
 
-The last line times ``ClipMaker.train_batch`` (the loader's batch-at-a-time path) of
-``--batch-baseline-rev`` against the working tree's, in alternating rounds.
+Torch runs on one thread, as in a loader worker. The last line times ``ClipMaker.train_batch`` (the
+loader's batch-at-a-time path) of ``--batch-baseline-rev`` against the working tree's, in alternating rounds.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,26 +25,17 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-
-from intint.loader.clip_maker import ClipMaker
-from intint.pose import sampling, transforms
-from intint.store.shardstream import Video
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from revisions import extract_revision, load_modules  # noqa: E402
 
-def load_revision(module: str, rev: str, tmp: Path) -> ModuleType:
-    """``intint/<module>.py`` at ``rev`` as a standalone module named ``baseline_<module>``."""
-    source = subprocess.run(["git", "show", f"{rev}:intint/{module}.py"], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout
-    path = tmp / f"baseline_{module}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"baseline_{module}", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from intint.loader.clip_maker import ClipMaker  # noqa: E402
+from intint.pose import sampling, transforms  # noqa: E402
+from intint.store.shardstream import Video  # noqa: E402
 
 
 def make_videos(n: int, persons: int, seed: int) -> list[Video]:
@@ -87,28 +77,10 @@ def best_us(fn: Callable[[], None], calls: int, repeats: int) -> float:
     return best / calls * 1e6
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline-rev", default="016514e", help="git revision of the baseline modules")
-    ap.add_argument("--samples", type=int, default=2000, help="videos per timed round")
-    ap.add_argument("--persons", type=int, default=2, help="person slots stored per video")
-    ap.add_argument("--max-persons", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch-baseline-rev", default="a8a67e2",
-                    help="git revision of intint/clips.py whose train_batch the current one is timed against")
-    args = ap.parse_args()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        old_t = load_revision("transforms", args.baseline_rev, Path(tmp))
-        old_s = load_revision("sampling", args.baseline_rev, Path(tmp))
-        old_c = load_revision("clips", args.batch_baseline_rev, Path(tmp))
-        # the baseline clips with the transforms (and sampling) of its own revision
-        old_c.transforms = load_revision("transforms", args.batch_baseline_rev, Path(tmp))
-        old_c.sampling = load_revision("sampling", args.batch_baseline_rev, Path(tmp))
-    videos = make_videos(args.samples, args.persons, 0)
+def per_call_rows(videos: list[Video], maker: ClipMaker, old_s: ModuleType, old_t: ModuleType,
+                  max_persons: int) -> list[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """(name, baseline call, working-tree call) of each per-call figure, over ``videos``."""
     n = len(videos)
-    maker = ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
-                      args.max_persons, 0)
     clip = videos[0].keypoint[:, :48].copy()
     clip_score = videos[0].keypoint_score[:, :48].copy()
     old_pipe, new_pipe = old_t.train_pipeline(old_t.PipelineConfig()), transforms.train_pipeline(
@@ -118,9 +90,9 @@ def main() -> None:
     def lengths() -> list[int]:
         return [v.keypoint.shape[1] for v in videos]
 
-    rows: list[tuple[str, Callable[[], None], Callable[[], None]]] = [
+    return [
         ("two-pathway train sample (ClipMaker.train)",
-         lambda: baseline_train(videos, old_s, old_t, 1, args.max_persons),
+         lambda: baseline_train(videos, old_s, old_t, 1, max_persons),
          lambda: [maker.train(v, 1, v.key) for v in videos]),
         ("clip_rng (per clip)",
          lambda: [old_s.clip_rng(0, 1, v.key, "integrity") for v in videos],
@@ -136,26 +108,18 @@ def main() -> None:
          lambda: [sampling.uniform_indices(v.keypoint.shape[1], 48, 10, test_mode=True) for v in videos]),
         ("train pipeline, M=2 L=48 clip (per clip)",
          lambda: [old_pipe(clip, clip_score, (720, 1280), gen) for _ in range(n)],
-         lambda: [new_pipe(clip, clip_score, (720, 1280), gen, persons=args.max_persons) for _ in range(n)]),
+         lambda: [new_pipe(clip, clip_score, (720, 1280), gen, persons=max_persons) for _ in range(n)]),
     ]
-    print(f"baseline {args.baseline_rev} vs working tree; {n} calls per round, best of {args.repeats}; "
-          "µs/call")
-    print(f"{'':46s} {'baseline':>10s} {'new':>10s} {'speed-up':>9s}")
-    for name, old, new in rows:
-        old_us, new_us = best_us(old, n, args.repeats), best_us(new, n, args.repeats)
-        print(f"{name:46s} {old_us:10.1f} {new_us:10.1f} {old_us / new_us:8.1f}x")
-    sample_us = best_us(lambda: [maker.train(v, 2, v.key) for v in videos], n, args.repeats)
-    print(f"new two-pathway samples/s per core (sampling + transforms only): {1e6 / sample_us:,.0f}")
-    # What the loader runs: a batch of 16 at once, against the per-clip path above, same videos.
+
+
+def batch_against_revision(videos: list[Video], maker: ClipMaker, old: dict[str, ModuleType],
+                           args: argparse.Namespace) -> None:
+    """``ClipMaker.train_batch`` of the batch baseline revision against the working tree's, in alternating
+    rounds in one process; prints µs per sample, best and median."""
+    n = len(videos)
     chunks = [videos[i:i + 16] for i in range(0, n, 16)]
-    batch_us = best_us(lambda: [maker.train_batch(c, 2, [v.key for v in c]) for c in chunks], n, args.repeats)
-    print(f"two-pathway sample in batches of 16 (ClipMaker.train_batch, the loader's path): "
-          f"{batch_us:.1f} µs vs {sample_us:.1f} µs per clip ({sample_us / batch_us:.1f}x); "
-          f"{1e6 / batch_us:,.0f} samples/s per core")
-    # train_batch of an earlier revision against the current one, alternating rounds in one process
-    old_maker = old_c.ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
-                                args.max_persons, 0)
-    old_maker.train_pipe = old_c.transforms.train_pipeline(old_c.transforms.PipelineConfig())
+    old_maker = old["clips"].ClipMaker(("integrity", "intensity"), 48, "J", 0,
+                                       old["transforms"].PipelineConfig(), args.max_persons, 0)
 
     def mapped(batch: dict) -> None:
         for clips in batch.values():
@@ -176,6 +140,49 @@ def main() -> None:
           f"({median['new']:.1f}) as a device-mode worker runs it (maps left to the device), "
           f"{best['new+mapped']:.1f} ({median['new+mapped']:.1f}) with the maps applied as a "
           "workers-mode worker does")
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline-rev", default="016514e", help="git revision of the baseline modules")
+    ap.add_argument("--samples", type=int, default=2000, help="videos per timed round")
+    ap.add_argument("--persons", type=int, default=2, help="person slots stored per video")
+    ap.add_argument("--max-persons", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-baseline-rev", default="a8a67e2",
+                    help="git revision whose ClipMaker.train_batch the current one is timed against")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)  # as in a loader worker process (DataLoader workers run torch on one thread)
+    # the extracted packages stay on disk for the whole run: their modules may import lazily
+    with tempfile.TemporaryDirectory(prefix="intint-bench-transforms-") as tmp:
+        old = load_modules(extract_revision(args.baseline_rev, Path(tmp)), ("transforms", "sampling"))
+        old_batch = load_modules(extract_revision(args.batch_baseline_rev, Path(tmp)),
+                                 ("transforms", "clips"))
+        videos = make_videos(args.samples, args.persons, 0)
+        n = len(videos)
+        maker = ClipMaker(("integrity", "intensity"), 48, "J", 0, transforms.PipelineConfig(),
+                          args.max_persons, 0)
+        print(f"baseline {args.baseline_rev} vs working tree; {n} calls per round, best of {args.repeats}; "
+              "µs/call")
+        print(f"{'':46s} {'baseline':>10s} {'new':>10s} {'speed-up':>9s}")
+        for name, before, after in per_call_rows(videos, maker, old["sampling"], old["transforms"],
+                                                 args.max_persons):
+            old_us, new_us = best_us(before, n, args.repeats), best_us(after, n, args.repeats)
+            print(f"{name:46s} {old_us:10.1f} {new_us:10.1f} {old_us / new_us:8.1f}x")
+        sample_us = best_us(lambda: [maker.train(v, 2, v.key) for v in videos], n, args.repeats)
+        print(f"new two-pathway samples/s per core (sampling + transforms only): {1e6 / sample_us:,.0f}")
+        # What the loader runs: a batch of 16 at once, against the per-clip path above, same videos.
+        chunks = [videos[i:i + 16] for i in range(0, n, 16)]
+        batch_us = best_us(lambda: [maker.train_batch(c, 2, [v.key for v in c]) for c in chunks], n,
+                           args.repeats)
+        print(f"two-pathway sample in batches of 16 (ClipMaker.train_batch, the loader's path): "
+              f"{batch_us:.1f} µs vs {sample_us:.1f} µs per clip ({sample_us / batch_us:.1f}x); "
+              f"{1e6 / batch_us:,.0f} samples/s per core")
+        batch_against_revision(videos, maker, old_batch, args)
 
 
 if __name__ == "__main__":

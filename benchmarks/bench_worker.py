@@ -4,9 +4,10 @@ What one ``heatmaps_on="workers"`` loader worker does per training batch after d
 keypoint transforms (``ClipMaker.train_batch``), rendering both pathways' float16 heatmaps into a recycled
 ring buffer (``BatchBuilder.add_batch``, including the reset of that buffer's previous batch) and the wire
 batch (``finish``). The baseline revision's whole ``intint`` package is extracted from git into a
-throw-away package (imports renamed), so both run in one process on the same decoded videos (the loader
-bench's synthetic shards, built by the working tree), batch by batch in alternation: on this VM the
-host's speed drifts by up to ~1.7× within seconds, and finely interleaved rounds cancel most of it.
+throw-away package (``revisions.py``: imports renamed, flat or subpackage layout), so both run in one
+process on the same decoded videos (the loader bench's synthetic shards, built by the working tree),
+batch by batch in alternation: on this VM the host's speed drifts by up to ~1.7× within seconds, and
+finely interleaved rounds cancel most of it.
 Prints samples per CPU second of each and the median per-batch ratio with its quartiles.
 
     PYTHONPATH=. python benchmarks/bench_worker.py --baseline-rev fc1b41f [--persons 2] [--rounds 40]
@@ -15,14 +16,9 @@ Prints samples per CPU second of each and the median per-batch ratio with its qu
 from __future__ import annotations
 
 import argparse
-import importlib
-import io
 import itertools
-import re
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,32 +31,17 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_loader  # noqa: E402
-
-
-def extract_revision(rev: str, into: Path) -> str:
-    """``intint/`` at ``rev`` as package ``intint_<rev>`` under ``into`` (on sys.path); its name."""
-    name = "intint_" + re.sub(r"\W", "_", rev)
-    archive = subprocess.run(["git", "archive", rev, "intint"], cwd=REPO, check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    package = into / name
-    (into / "intint").rename(package)
-    for path in package.glob("*.py"):
-        text = re.sub(r"^(\s*)(from|import) intint\b", rf"\1\2 {name}", path.read_text(), flags=re.M)
-        path.write_text(text)
-    sys.path.insert(0, str(into))
-    return name
+from revisions import extract_revision, load_modules  # noqa: E402
 
 
 def worker_step(package: str, shards: str, batch_size: int) -> Callable[[], None]:
     """One batch of a rendering worker's work with ``package``'s code, on that package's decoded videos."""
-    mod = {n: importlib.import_module(f"{package}.{n}") for n in
-           ("transforms", "data", "clips", "bufferpool", "wire", "shardstream", "shardio")}
+    mod = load_modules(package, ("transforms", "config", "clips", "bufferpool", "wire", "shardstream",
+                                 "shardio"))
     stream = mod["shardstream"]
-    cfg = mod["data"].LoaderConfig(shards=shards, batch_size=batch_size, clip_len=48, max_persons=2,
-                                   pipeline=mod["transforms"].PipelineConfig(train_hw=(56, 56)),
-                                   heatmaps_on="workers")
+    cfg = mod["config"].LoaderConfig(shards=shards, batch_size=batch_size, clip_len=48, max_persons=2,
+                                     pipeline=mod["transforms"].PipelineConfig(train_hw=(56, 56)),
+                                     heatmaps_on="workers")
     classes = mod["shardio"].read_manifest(shards).num_classes
     videos = []
     for shard in stream.shard_refs(shards, cfg.split):
