@@ -7,6 +7,14 @@ Why validation collects rejects instead of failing: a 30K-video dataset with thr
 should still build, with the three in ``rejects.jsonl``; ``strict=True`` turns the first problem
 into an :class:`AnnotationError` instead. Every problem names the sample (``frame_dir``) and the
 field.
+
+What a sample may carry (anything else is a reject line, never a stopped build): a printable UTF-8
+frame_dir (``intint.pose.names``); a label below ``num_classes``, or below
+:data:`MAX_LABELS_WITHOUT_CLASSES` without a class count (a label of 2**31 must not name 2**31
+classes); image sides up to :data:`MAX_IMAGE_SIDE`; coordinates within ±:data:`COORD_LIMIT_FACTOR` ×
+the larger side of ``img_shape`` (further off is a broken file, and overflows the float32 intensity
+maths); scores within ±:data:`SCORE_LIMIT`. NaN/inf joints become absent joints, not rejects. Split
+names become file names, so a bad one refuses the whole file.
 """
 
 from __future__ import annotations
@@ -18,12 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from intint.pose.names import display_name, frame_dir_problem, short_repr, split_name_problem
 from intint.pose.safe_pickle import safe_loads
 from intint.pose.skeleton import NUM_JOINTS
 
 REQUIRED_FIELDS: tuple[str, ...] = ("frame_dir", "label", "total_frames", "img_shape", "keypoint",
                                     "keypoint_score")
 POSE_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+MAX_LABELS_WITHOUT_CLASSES = 100_000  # labels must be below this when no class count bounds them
+MAX_IMAGE_SIDE = 1 << 16  # pixels, per side of img_shape / original_shape
+COORD_LIMIT_FACTOR = 16  # |x|, |y| <= COORD_LIMIT_FACTOR * max(img_shape)
+SCORE_LIMIT = 1000.0  # |score| bound: scores are confidences (PYSKL's lie in [0, 1])
 
 
 class AnnotationError(ValueError):
@@ -35,7 +48,8 @@ class AnnotationError(ValueError):
         self.reason = reason
         self.split = split
         where = f" in split {split!r}" if split is not None else ""
-        super().__init__(f"sample {frame_dir!r}{where}, field {field!r}: {reason}")
+        sample = f"sample {short_repr(frame_dir)}{where}, " if frame_dir is not None else ""
+        super().__init__(f"{sample}field {field!r}: {reason}")
 
 
 def parse_annotations(data: bytes, source: str = "<annotations>") -> dict:
@@ -119,11 +133,11 @@ def _as_int(value: Any) -> int | None:
 
 def _as_shape(value: Any) -> tuple[int, int] | None:
     if isinstance(value, np.ndarray):
-        value = value.tolist()
+        value = value.tolist() if value.shape == (2,) else None
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         return None
     ints = [_as_int(v) for v in value]
-    if any(v is None or v <= 0 for v in ints):
+    if any(v is None or v <= 0 or v > MAX_IMAGE_SIDE for v in ints):
         return None
     return (ints[0], ints[1])  # type: ignore[return-value]
 
@@ -151,6 +165,7 @@ def check_sample(ann: dict, frame_dir: str, num_classes: int | None) -> tuple[Sa
     label = _checked_label(ann, frame_dir, t, num_classes)
     img_shape, original_shape = _checked_frame_shapes(ann, frame_dir)
     kp, score, nonfinite = _absent_where_nonfinite(kp, score)
+    _check_magnitudes(kp, score, img_shape, frame_dir)
     sample = Sample(frame_dir=frame_dir, label=label, total_frames=t, img_shape=img_shape,
                     original_shape=original_shape, keypoint=np.ascontiguousarray(kp),
                     keypoint_score=np.ascontiguousarray(score))
@@ -185,31 +200,32 @@ def _checked_label(ann: dict, frame_dir: str, frames: int, num_classes: int | No
     """``total_frames`` must equal the keypoint frame count; returns the label, an int in range."""
     total = _as_int(ann["total_frames"])
     if total is None:
-        raise AnnotationError(frame_dir, "total_frames", f"expected an int, got {ann['total_frames']!r}")
+        raise AnnotationError(frame_dir, "total_frames",
+                              f"expected an int, got {short_repr(ann['total_frames'])}")
     if total != frames:
-        raise AnnotationError(frame_dir, "total_frames", f"{total} disagrees with keypoint T = {frames}")
+        raise AnnotationError(frame_dir, "total_frames",
+                              f"{short_repr(total)} disagrees with keypoint T = {frames}")
     label = _as_int(ann["label"])
     if label is None:
-        raise AnnotationError(frame_dir, "label", f"expected an int, got {ann['label']!r}")
-    if label < 0 or (num_classes is not None and label >= num_classes):
-        bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-        raise AnnotationError(frame_dir, "label", f"{label} is out of range {bound}")
+        raise AnnotationError(frame_dir, "label", f"expected an int, got {short_repr(ann['label'])}")
+    top = num_classes if num_classes is not None else MAX_LABELS_WITHOUT_CLASSES
+    if label < 0 or label >= top:
+        bound = f"0..{top - 1}" + ("" if num_classes is not None else " (no class count given)")
+        raise AnnotationError(frame_dir, "label", f"{short_repr(label)} is out of range {bound}")
     return label
 
 
 def _checked_frame_shapes(ann: dict, frame_dir: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``img_shape`` and ``original_shape`` (default: ``img_shape``) as positive (h, w) ints."""
-    img_shape = _as_shape(ann["img_shape"])
-    if img_shape is None:
-        raise AnnotationError(frame_dir, "img_shape",
-                              f"expected (h, w) positive ints, got {ann['img_shape']!r}")
-    original_shape = img_shape
-    if "original_shape" in ann:
-        original_shape = _as_shape(ann["original_shape"])  # type: ignore[assignment]
-        if original_shape is None:
-            raise AnnotationError(frame_dir, "original_shape",
-                                  f"expected (h, w) positive ints, got {ann['original_shape']!r}")
-    return img_shape, original_shape
+    """``img_shape`` and ``original_shape`` (default: ``img_shape``) as (h, w) ints in 1..MAX_IMAGE_SIDE."""
+    shapes = []
+    for name in ("img_shape", "original_shape"):
+        value = ann[name] if name in ann else ann["img_shape"]
+        shape = _as_shape(value)
+        if shape is None:
+            raise AnnotationError(frame_dir, name,
+                                  f"expected (h, w) ints in 1..{MAX_IMAGE_SIDE}, got {short_repr(value)}")
+        shapes.append(shape)
+    return shapes[0], shapes[1]
 
 
 def _absent_where_nonfinite(kp: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -226,17 +242,28 @@ def _absent_where_nonfinite(kp: np.ndarray, score: np.ndarray) -> tuple[np.ndarr
     return kp, score, nonfinite
 
 
-def _check_splits(raw_split: Mapping[Any, Any]) -> dict[str, list[str]]:
-    splits: dict[str, list[str]] = {}
+def _check_magnitudes(kp: np.ndarray, score: np.ndarray, img_shape: tuple[int, int], frame_dir: str) -> None:
+    """Finite coordinates within ±COORD_LIMIT_FACTOR × max(img_shape) and scores within ±SCORE_LIMIT."""
+    limit = COORD_LIMIT_FACTOR * max(img_shape)
+    top = float(np.abs(kp).max())  # kp and score are non-empty (M, T >= 1) and finite here
+    if top > limit:
+        raise AnnotationError(frame_dir, "keypoint", f"coordinate {top:.3g} is beyond ±{limit} "
+                              f"({COORD_LIMIT_FACTOR} × the larger side of img_shape {img_shape})")
+    top = float(np.abs(score).max())
+    if top > SCORE_LIMIT:
+        raise AnnotationError(frame_dir, "keypoint_score", f"score {top:.3g} is beyond ±{SCORE_LIMIT:g}")
+
+
+def _check_splits(raw_split: Mapping[Any, Any]) -> dict[str, list[Any]]:
+    """Split name → its entries. A bad split name refuses the file (it would become a file name);
+    bad entries are rejected later, one by one (:func:`_split_entries`)."""
+    splits: dict[str, list[Any]] = {}
     for name, entries in raw_split.items():
-        if not isinstance(name, str):
-            raise AnnotationError(None, "split", f"split name {name!r} is not a string")
+        problem = split_name_problem(name)
+        if problem is not None:
+            raise AnnotationError(None, "split", problem)
         if not isinstance(entries, (list, tuple)):
             raise AnnotationError(None, "split", f"split {name!r} is not a list of frame_dir strings")
-        for e in entries:
-            if not isinstance(e, str):
-                raise AnnotationError(repr(e), "split", f"split {name!r} lists a non-string entry",
-                                      split=name)
         splits[name] = list(entries)
     return splits
 
@@ -251,7 +278,7 @@ class _RejectLog:
     def add(self, err: AnnotationError, split: str | None) -> None:
         if self.strict:
             raise AnnotationError(err.frame_dir, err.field, err.reason, split=split)
-        self.rejects.append(Reject(err.frame_dir or "", split, err.field, err.reason))
+        self.rejects.append(Reject(display_name(err.frame_dir or ""), split, err.field, err.reason))
 
 
 @dataclass
@@ -274,6 +301,8 @@ def validate(raw: dict, num_classes: int | None = None, splits: Iterable[str] | 
     or in ``rejects`` (one line per split that lists a bad sample), and every annotation that no
     split lists is rejected with ``split=None``.
     """
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     raw = check_top_level(raw)
     all_splits = _check_splits(raw["split"])
     selected = _selected_splits(all_splits, splits)
@@ -304,8 +333,8 @@ def _check_annotations(anns: list[Any], all_splits: Mapping[str, list[str]], sel
     """One pass over the annotation list: annotations without an id or in no split are rejected,
     those only in unselected splits counted, the rest checked (a bad one is remembered as a problem,
     rejected later once per split that lists it)."""
-    listed_anywhere = {fd for entries in all_splits.values() for fd in entries}
-    listed_selected = {fd for s in selected for fd in all_splits[s]}
+    listed_anywhere = {fd for entries in all_splits.values() for fd in entries if isinstance(fd, str)}
+    listed_selected = {fd for s in selected for fd in all_splits[s] if isinstance(fd, str)}
     id_counts = Counter(sample_id(a, i) for i, a in enumerate(anns))
     found = _CheckedAnnotations()
     for i, ann in enumerate(anns):
@@ -322,6 +351,9 @@ def _check_annotations(anns: list[Any], all_splits: Mapping[str, list[str]], sel
             found.unselected += 1
         else:
             try:
+                problem = frame_dir_problem(fd)
+                if problem is not None:
+                    raise AnnotationError(fd, "frame_dir", problem)
                 if id_counts[fd] > 1:
                     raise AnnotationError(fd, "frame_dir",
                                           f"duplicate frame_dir: {id_counts[fd]} annotations share it")
@@ -337,14 +369,19 @@ def _check_annotations(anns: list[Any], all_splits: Mapping[str, list[str]], sel
     return found
 
 
-def _split_entries(split: str, entries: list[str], found: _CheckedAnnotations,
+def _split_entries(split: str, entries: list[Any], found: _CheckedAnnotations,
                    reject_log: _RejectLog) -> tuple[list[str], int]:
     """The entries of ``split`` that will be written, in list order, and how many were rejected
-    (listed twice, a bad sample, or no annotation)."""
+    (not a string, listed twice, a bad sample, or no annotation)."""
     seen: set[str] = set()
     keep: list[str] = []
     rejected = 0
-    for fd in entries:
+    for i, fd in enumerate(entries):
+        if not isinstance(fd, str):
+            what = f"entry is {short_repr(fd)}, not a frame_dir string"
+            reject_log.add(AnnotationError(f"<split[{split!r}][{i}]>", "split", what), split)
+            rejected += 1
+            continue
         if fd in seen:
             reject_log.add(AnnotationError(fd, "split", f"listed more than once in split {split!r}"), split)
             rejected += 1

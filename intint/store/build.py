@@ -8,15 +8,20 @@ splits and the seed — never on the number of workers or on the executor — an
 the same bytes. Intensity is computed by the shard tasks (``intint.store.shard_writer``), once per
 video and mode, instead of per sample per epoch as in the reference (docs/method.md §10). The manifest
 is written last: its presence marks a finished build.
+
+Everything is written into a staging folder inside the output and published only once complete
+(``intint.store.staging``): a failed build leaves an existing set untouched, and ``overwrite`` deletes
+only files the old, validated manifest names inside the output.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +30,11 @@ import numpy as np
 
 from intint.pose import annotations, intensity
 from intint.pose.annotations import Validated
-from intint.store import fsio, shardio
+from intint.store import fsio, shardio, staging
 from intint.store.annotation_file import read_annotations_and_sha256
 from intint.store.shard_writer import RunTasks, ShardResult, ShardTask, run_local
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 2000  # ≈ 100-200 MB tars on FineGYM/HMDB51-sized videos
 
@@ -63,6 +70,8 @@ class BuildConfig:
     progress: bool = True
 
     def check(self) -> None:
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.num_shards is not None and self.num_shards < 1:
@@ -142,8 +151,10 @@ def split_rng(seed: int, split: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
-def plan(validated: Validated, cfg: BuildConfig) -> list[ShardTask]:
-    """Shuffle each split with its seeded RNG and cut it into shards, in shard-index order."""
+def plan(validated: Validated, cfg: BuildConfig, folder: str | None = None) -> list[ShardTask]:
+    """Shuffle each split with its seeded RNG and cut it into shards, in shard-index order; the tasks
+    write into ``folder`` (default ``cfg.output``; the builder passes its staging folder)."""
+    folder = cfg.output if folder is None else folder
     tasks: list[ShardTask] = []
     for split, frame_dirs in validated.splits.items():
         order = split_rng(cfg.seed, split).permutation(len(frame_dirs))
@@ -151,7 +162,7 @@ def plan(validated: Validated, cfg: BuildConfig) -> list[ShardTask]:
         for index, size in enumerate(split_sizes(len(frame_dirs), cfg.shard_size, cfg.num_shards, split)):
             tar, arrow = shardio.shard_names(split, index)
             chosen = [validated.samples[frame_dirs[i]] for i in order[start:start + size]]
-            tasks.append(ShardTask(split, index, fsio.join(cfg.output, tar), fsio.join(cfg.output, arrow),
+            tasks.append(ShardTask(split, index, fsio.child(folder, tar), fsio.child(folder, arrow),
                                    chosen, tuple(cfg.modes), cfg.jba_accuracies))
             start += size
     return tasks
@@ -172,71 +183,74 @@ def _class_names(cfg: BuildConfig, raw: dict) -> list[str] | None:
     return None
 
 
-def _remove_stale(cfg: BuildConfig, old: shardio.Manifest | None, written: Iterable[str]) -> None:
-    """After an overwrite, delete shard files the old manifest listed and this build did not write."""
-    if old is None:
-        return
-    keep = set(written)
-    fs, _ = fsio.url_to_fs(cfg.output)
-    for info in old.splits.values():
-        for e in info.shards:
-            for name in (e.tar, e.arrow):
-                if name not in keep:
-                    _, path = fsio.url_to_fs(fsio.join(cfg.output, name))
-                    if fs.exists(path):
-                        fs.rm(path)
-
-
 def build(cfg: BuildConfig, raw: dict | None = None, input_sha256: str | None = None,
           run_tasks: RunTasks = run_local) -> BuildSummary:
     """Build the shard set ``cfg`` describes and return its summary.
 
     ``raw`` passes an already-loaded annotation dict (e.g. the synthetic generator's) instead of
     reading ``cfg.input``; ``cfg.input`` then only labels it in the manifest. ``run_tasks`` runs the
-    shard-writing tasks (default: this process or a process pool of ``cfg.workers``).
+    shard-writing tasks (default: this process or a process pool of ``cfg.workers``). Nothing at
+    ``cfg.output`` changes until every new file is written (see the module docstring).
     """
     t0 = time.perf_counter()
     cfg.check()
+    old = _old_set(cfg)
     if raw is None:
         raw, input_sha256 = read_annotations_and_sha256(cfg.input)
-    old = _take_down_old_manifest(cfg)
     classes = _class_names(cfg, raw)
     validated = annotations.validate(raw, num_classes=len(classes) if classes else None,
                                      splits=cfg.splits, strict=cfg.strict)
     if classes is None:
         top = max((s.label for s in validated.samples.values()), default=-1)
         classes = [f"class_{i}" for i in range(top + 1)]
-    tasks = plan(validated, cfg)
+    stage = staging.new_staging(cfg.output)
+    tasks = plan(validated, cfg, stage.url)
     fsio.makedirs(cfg.output)
-    results = run_tasks(tasks, _workers(cfg, run_tasks), cfg.progress)
-    results.sort(key=lambda r: (list(validated.splits).index(r.split), r.index))
-    splits = _split_infos(validated, results)
-    shardio.write_rejects(cfg.output, validated.rejects)
-    shardio.write_manifest(cfg.output, shardio.Manifest(
+    staging.remove_temporaries(cfg.output)
+    try:
+        staging.create(stage)
+        results = run_tasks(tasks, _workers(cfg, run_tasks), cfg.progress)
+        results.sort(key=lambda r: (list(validated.splits).index(r.split), r.index))
+        splits = _split_infos(validated, results)
+        summary = _summary(cfg, validated, splits)
+        shardio.write_rejects(stage.url, validated.rejects)
+        manifest = _manifest(cfg, classes, splits, input_sha256, len(validated.rejects))
+        shardio.write_manifest(stage.url, manifest)
+        staging.publish(stage, (n for r in results for n in (r.entry.tar, r.entry.arrow)), old)
+    finally:
+        staging.discard(stage)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _manifest(cfg: BuildConfig, classes: list[str], splits: dict[str, shardio.SplitInfo],
+              input_sha256: str | None, rejects: int) -> shardio.Manifest:
+    return shardio.Manifest(
         dataset=cfg.dataset or Path(cfg.input.rstrip("/")).name.split(".")[0],
         classes=classes,
         splits=splits,
         intensity=shardio.IntensityInfo(modes=list(cfg.modes), definitions=list(intensity.DEFINITIONS),
                                         jba_weights=jba_weights(cfg.jba_accuracies)),
         build_args=build_args(cfg, input_sha256),
-        rejects=len(validated.rejects),
-    ))
-    _remove_stale(cfg, old, (n for r in results for n in (r.entry.tar, r.entry.arrow)))
-    return _summary(cfg, validated, splits, time.perf_counter() - t0)
+        rejects=rejects,
+    )
 
 
-def _take_down_old_manifest(cfg: BuildConfig) -> shardio.Manifest | None:
-    """The manifest of a shard set already at ``cfg.output`` (None if there is none), removed so an
-    interrupted rebuild cannot look finished; without ``overwrite`` an existing set is an error."""
+def _old_set(cfg: BuildConfig) -> shardio.Manifest | None:
+    """The validated manifest of a shard set already at ``cfg.output`` (None if there is none); without
+    ``overwrite`` an existing set is an error. A manifest that fails validation (e.g. names a file
+    outside the set) is replaced, but none of the files it lists is deleted."""
     if not fsio.exists(shardio.manifest_url(cfg.output)):
         return None
     if not cfg.overwrite:
         raise FileExistsError(f"{cfg.output} already holds a shard set (manifest.json); pass overwrite "
                               "(--overwrite) to replace it")
-    old = shardio.read_manifest(cfg.output)
-    fs, mpath = fsio.url_to_fs(shardio.manifest_url(cfg.output))
-    fs.rm(mpath)
-    return old
+    try:
+        return shardio.read_manifest(cfg.output)
+    except ValueError as e:  # ShardFormatError, bad JSON or UTF-8
+        log.warning("%s: the old manifest is invalid (%s); replacing it without deleting any file it lists",
+                    cfg.output, e)
+        return None
 
 
 def _workers(cfg: BuildConfig, run_tasks: RunTasks) -> int:
@@ -276,11 +290,11 @@ def build_args(cfg: BuildConfig, input_sha256: str | None) -> dict[str, Any]:
             "modes": list(cfg.modes), "jba_accuracies": cfg.jba_accuracies, "strict": cfg.strict}
 
 
-def _summary(cfg: BuildConfig, v: Validated, splits: Mapping[str, shardio.SplitInfo],
-             seconds: float) -> BuildSummary:
+def _summary(cfg: BuildConfig, v: Validated, splits: Mapping[str, shardio.SplitInfo]) -> BuildSummary:
+    """The build's totals, checked to account for every input before anything is published."""
     summary = BuildSummary(output=cfg.output, inputs=v.inputs, written_inputs=len(v.samples),
                            rejected_inputs=v.rejected_inputs, unselected=v.unselected, nonfinite=v.nonfinite,
-                           rejects=len(v.rejects), seconds=seconds)
+                           rejects=len(v.rejects))
     for name, info in splits.items():
         summary.splits[name] = SplitSummary(listed=v.listed[name], written=info.num_samples,
                                             rejected=v.split_rejects[name], shards=len(info.shards))

@@ -1,16 +1,21 @@
-"""fsspec helpers: URL joining, atomic writes, SHA-256.
+"""fsspec helpers: URL joining, atomic writes, moves and removals that stay inside a folder, SHA-256.
 
 Every file of a shard set is written through :func:`atomic_open`, so a crash (or a killed Ray task)
 never leaves a partial file under a final name: bytes go to ``<final>.tmp-<uuid>`` and are renamed
 (``os.replace`` locally, fsspec ``mv`` elsewhere) only once the writer closed cleanly. Readers can
 then trust that a file that exists is complete, and the manifest's checksums say whether it is the
 one the build meant.
+
+File names that come from data (a manifest's shard entries) are joined with :func:`child`, which
+refuses anything but a plain name, so no URL built from them leaves its folder; :func:`remove_file`
+never follows a symbolic link and never removes a folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +36,14 @@ def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 def join(base: str, name: str) -> str:
     """Join a file name onto a folder URL without mangling the scheme (``s3://b/x`` + ``y``)."""
     return base.rstrip("/") + "/" + name
+
+
+def child(base: str, name: str) -> str:
+    """``base`` + ``/name`` for a plain file name only: no ``/`` or ``\\``, not ``.``/``..``, not empty
+    (a ValueError otherwise), so the result always names something directly inside ``base``."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"{base}: {name!r:.80} is not a plain file name inside the folder")
+    return join(base, name)
 
 
 def is_local(url: str) -> bool:
@@ -59,6 +72,51 @@ def makedirs(url: str) -> None:
 def exists(url: str) -> bool:
     fs, path = url_to_fs(url)
     return bool(fs.exists(path))
+
+
+def list_names(url: str) -> list[str]:
+    """The names of the entries directly inside folder ``url`` ([] when it does not exist)."""
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        return []
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
+def move(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` (same filesystem), replacing ``dst``: atomic on a local disk."""
+    fs, spath = url_to_fs(src)
+    _, dpath = url_to_fs(dst)
+    if isinstance(fs, LocalFileSystem):
+        os.replace(spath, dpath)
+    else:
+        fs.mv(spath, dpath)
+
+
+def remove_file(url: str) -> bool:
+    """Delete the file at ``url`` if there is one; a symbolic link is removed itself, never what it
+    points to, and a folder is left alone. True if something was deleted."""
+    fs, path = url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+            return True
+        return False
+    if fs.isfile(path):
+        fs.rm(path)
+        return True
+    return False
+
+
+def remove_tree(url: str) -> None:
+    """Delete the folder at ``url`` and everything in it (a symbolic link: only the link)."""
+    fs, path = url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+    elif fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 class _HashingWriter:

@@ -2,7 +2,9 @@
 
 Every file is re-read and hashed against the manifest's SHA-256; a shard whose files match is then
 read back with the loader's own tar reader and decoder, so "verified" means the training loader can
-read every video of it, in the order the intensity table lists them.
+read every video of it, in the order the intensity table lists them. The manifest is read with
+``shardio.read_manifest``, which refuses shard names outside the set's folder or listed twice, so
+verifying never reads a file the set does not own.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def verify(url: str) -> VerifyReport:
 
 def _check_shard(root: str, split: str, entry: ShardEntry, manifest: Manifest) -> ShardCheck:
     check = ShardCheck(split, entry.tar, entry.arrow, entry.num_samples, 0, 0, [])
-    tar_url, arrow_url = fsio.join(root, entry.tar), fsio.join(root, entry.arrow)
+    tar_url, arrow_url = fsio.child(root, entry.tar), fsio.child(root, entry.arrow)
     check.problems += _checksum_problems(entry, tar_url, arrow_url)
     if check.problems:
         return check

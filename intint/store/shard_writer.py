@@ -6,12 +6,21 @@ wherever it likes and return the :class:`ShardResult` for the manifest. The buil
 executor as an argument (:data:`RunTasks`): :func:`run_local` (this process or a process pool) is the
 default; the Ray executor lives in ``intint.train.shard_tasks``, the only stage that talks to Ray.
 Every executor writes the same bytes, because the plan is fixed before any task runs.
+
+Pool workers die with the build: each one asks the kernel for SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)`` on Linux; elsewhere a thread watches ``os.getppid()``), so a build killed
+by SIGTERM or SIGKILL leaves no orphaned worker writing into its output.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -55,7 +64,9 @@ def intensity_columns(modes: Sequence[str]) -> list[str]:
 def sample_intensity(sample: Sample, modes: Sequence[str], jba_accuracies: Mapping[str, float] | None,
                      ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """All curves and peaks of one video; a curve of the wrong length or with NaN/inf is an error
-    naming the sample and the column (it would silently misplace every training clip)."""
+    naming the sample and the column (it would silently misplace every training clip). Validation
+    bounds coordinates (``intint.pose.annotations``), so a validated sample never produces one: this
+    stops the build only on a bug, never on a sample."""
     curves: dict[str, np.ndarray] = {}
     peaks: dict[str, int] = {}
     for mode in modes:
@@ -109,7 +120,8 @@ def run_local(tasks: list[ShardTask], workers: int, progress: bool) -> list[Shar
                 bar.update(1)
         return results
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         # Submitting forks the workers; the progress bar (and tqdm's monitor thread) comes after,
         # so no thread of ours exists at fork time.
         pending: set[Future[ShardResult]] = {pool.submit(write_shard_task, t) for t in tasks}
@@ -125,3 +137,33 @@ def run_local(tasks: list[ShardTask], workers: int, progress: bool) -> list[Shar
                     fut.cancel()
                 raise
     return results
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Pool-worker initializer: end this process as soon as ``parent_pid`` (the build) is gone.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``), checked once
+    against a parent that died before the request; elsewhere (or if ``prctl`` is unavailable) a
+    daemon thread polls ``os.getppid()``.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), name="intint-parent-watch",
+                     daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int, period: float = 0.5) -> None:
+    """Poll until this process's parent is no longer ``parent_pid``, then exit at once."""
+    while os.getppid() == parent_pid:
+        time.sleep(period)
+    os._exit(1)

@@ -7,6 +7,12 @@ on them. Writing is deterministic (fixed member order, mtime 0, uid/gid 0, empty
 the manifest's SHA-256 values identify a build. Reading the tars is ``intint.store.shardstream``'s job
 (which never unpickles: ``.npy`` members are read without pickle support), checking a finished set
 ``intint.store.shard_verify``'s.
+
+A manifest is data, not a list of paths to trust: :meth:`Manifest.from_json` (so every reader, through
+:func:`read_manifest`) refuses one whose split names are not valid split names, whose shard entries are
+not exactly ``{split}-{i:06d}.tar`` / ``.intensity.arrow`` for the i-th shard of their split, that lists
+a file twice, or holds a negative count; :func:`shard_urls` joins names with ``fsio.child``. So no
+reader, verifier or ``--overwrite`` ever touches a file outside the set's folder.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from intint.pose.annotations import Reject, Sample
+from intint.pose.names import short_repr, split_name_problem
 from intint.store import fsio
 
 FORMAT_VERSION = 1
@@ -126,12 +133,39 @@ class Manifest:
                     intensity=IntensityInfo(modes=list(it["modes"]), definitions=list(it["definitions"]),
                                             jba_weights=dict(it.get("jba_weights", {}))),
                     build_args=dict(d["build_args"]), rejects=int(d["rejects"]), format_version=version)
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise ShardFormatError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from e
         if d.get("num_classes", m.num_classes) != m.num_classes:
             raise ShardFormatError(
-                f"{source}: num_classes {d['num_classes']} != len(classes) {m.num_classes}")
+                f"{source}: num_classes {short_repr(d['num_classes'])} != len(classes) {m.num_classes}")
+        check_shard_entries(m, source)
         return m
+
+
+def check_shard_entries(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
+    """Refuse (:class:`ShardFormatError`) a manifest whose files are not exactly the ones its format
+    allows: valid split names, the i-th shard of split ``s`` named ``shard_names(s, i)``, no file listed
+    twice, counts >= 0. Every name it lists is then a plain file name inside the set's folder."""
+    seen: set[str] = set()
+    for split, info in manifest.splits.items():
+        problem = split_name_problem(split)
+        if problem is not None:
+            raise ShardFormatError(f"{source}: {problem}")
+        if info.num_samples < 0:
+            raise ShardFormatError(f"{source}: split {split!r} has num_samples {info.num_samples} < 0")
+        for i, entry in enumerate(info.shards):
+            names = (entry.tar, entry.arrow)
+            twice = next((n for n in names if isinstance(n, str) and n in seen), None)
+            if twice is not None:
+                raise ShardFormatError(f"{source}: split {split!r} lists the file {short_repr(twice)} twice")
+            want = shard_names(split, i)
+            if names != want:
+                raise ShardFormatError(
+                    f"{source}: split {split!r}, shard {i} names {short_repr(entry.tar)} and "
+                    f"{short_repr(entry.arrow)}; only {want[0]!r} and {want[1]!r} are allowed there")
+            seen.update(names)
+            if entry.num_samples < 0:
+                raise ShardFormatError(f"{source}: {entry.tar} has num_samples {entry.num_samples} < 0")
 
 
 def manifest_url(url: str) -> str:
@@ -170,7 +204,7 @@ def shard_urls(url: str, split: str, manifest: Manifest | None = None) -> list[t
         raise KeyError(
             f"split {split!r} not in shard set {root_url(url)!r}; it has {sorted(manifest.splits)}")
     root = root_url(url)
-    return [(fsio.join(root, e.tar), fsio.join(root, e.arrow), e.num_samples)
+    return [(fsio.child(root, e.tar), fsio.child(root, e.arrow), e.num_samples)
             for e in manifest.splits[split].shards]
 
 

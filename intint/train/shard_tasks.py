@@ -62,7 +62,7 @@ def run_ray(tasks: list[ShardTask], workers: int, progress: bool) -> list[ShardR
                         t = refs[ref]
                         for other in pending:
                             ray.cancel(other)
-                        raise RuntimeError(f"Ray task for shard {t.tar_url} failed: {e}") from e
+                        raise RuntimeError(f"Ray task for shard {t.split}-{t.index:06d} failed: {e}") from e
                     bar.update(1)
         return results
     finally:
