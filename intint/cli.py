@@ -6,11 +6,19 @@ demo and ablate. The jobs/ scripts are thin wrappers over the same library funct
 submit`). Library code logs through the "intint" logger, which the command sends to stdout; what is
 meant for the person at the terminal (tables, summaries) is echoed here. `train`, `evaluate` and
 `ablate` hand their options to the typed configs (tyro), so `intint train --help` lists every field.
+
+Bad input (a missing, empty, truncated, compressed or hostile annotation file, a folder given as a file, a
+broken shard set or checkpoint, an invalid option value) ends every command the same way, in one place
+(:func:`user_errors`): one line ``error: <file or sample>: <what>`` on stderr and exit code 1, never a
+traceback. Exceptions of other types are bugs and keep their traceback.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -32,6 +40,68 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+_MAX_MESSAGE = 500  # characters of an error line
+
+
+def _input_error_types() -> tuple[type[BaseException], ...]:
+    """The library's errors for bad input: annotation and pickle problems, a broken shard set (a
+    ValueError), missing files and folders (OSError), unknown keys and splits (KeyError), bad values."""
+    from intint.pose.annotations import AnnotationError
+    from intint.pose.safe_pickle import UnsafePickleError
+
+    return (AnnotationError, UnsafePickleError, OSError, EOFError, ValueError, KeyError)
+
+
+def input_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an input error (see :func:`_input_error_types`), None for anything else."""
+    cause = getattr(exc, "cause", None)  # a Ray task error wraps the task's own exception
+    if isinstance(cause, BaseException) and isinstance(cause, _input_error_types()):
+        exc = cause
+    if not isinstance(exc, _input_error_types()):
+        return None
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    elif isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0]
+    elif isinstance(exc, FileNotFoundError) and len(str(exc).split()) == 1:
+        text = f"{exc}: no such file or directory"  # fsspec raises FileNotFoundError(path)
+    elif isinstance(exc, EOFError):
+        text = f"unexpected end of input ({exc})"
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Every command's error handling: an input error becomes ``error: <message>`` and exit code 1."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:
+            message = input_error_message(exc)
+            if message is None:
+                raise
+            raise _fail(message) from None
+    return run  # type: ignore[return-value]
+
+
+def run_job(main: Callable[[], Any]) -> None:
+    """Run a jobs/ script's ``main`` with the same handling as the commands (one line, exit code 1)."""
+    try:
+        main()
+    except Exception as exc:
+        message = input_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
 def _names(values: list[str] | None) -> tuple[str, ...] | None:
     """Accept both ``--splits a --splits b`` and ``--splits a,b``."""
     if not values:
@@ -40,6 +110,7 @@ def _names(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 @app.command("build-shards")
+@user_errors
 def build_shards(
     annotations: Annotated[str | None, typer.Argument(
         help="PYSKL annotation pickle (path or fsspec URL); omit with --synthetic.")] = None,
@@ -70,8 +141,6 @@ def build_shards(
     """Build a shard set (WebDataset tars + Arrow intensity tables + manifest) from PYSKL annotations."""
     from intint.config import parse_key_values
     from intint.pose import intensity
-    from intint.pose.annotations import AnnotationError
-    from intint.pose.safe_pickle import UnsafePickleError
     from intint.store import build
     from intint.testing import synthetic as synth
     from intint.train import shard_tasks
@@ -80,28 +149,26 @@ def build_shards(
         raise _fail("--output is required")
     if (annotations is None) == (synthetic is None):
         raise _fail("give an annotation file or --synthetic N (exactly one)")
-    try:
-        raw = None
-        source = annotations or ""
-        if synthetic is not None:
-            n_cls = num_classes or 10
-            raw = synth.make_annotations(synthetic, n_cls, seed=seed)
-            source = f"synthetic:num_videos={synthetic},num_classes={n_cls},seed={seed}"
-            num_classes = num_classes if classes else n_cls
-            dataset = dataset or "synthetic"
-        cfg = build.BuildConfig(
-            input=source, output=output, classes=classes, num_classes=num_classes, dataset=dataset,
-            splits=_names(splits), shard_size=shard_size, num_shards=num_shards, seed=seed,
-            modes=_names(modes) or intensity.MODES,
-            jba_accuracies=parse_key_values(jba_accuracies, "--jba-accuracies"), workers=workers,
-            strict=strict, overwrite=overwrite, progress=progress)
-        summary = build.build(cfg, raw=raw, run_tasks=shard_tasks.run_ray if ray else build.run_local)
-    except (AnnotationError, UnsafePickleError, ValueError, FileExistsError, FileNotFoundError) as e:
-        raise _fail(str(e)) from None
+    raw = None
+    source = annotations or ""
+    if synthetic is not None:
+        n_cls = 10 if num_classes is None else num_classes
+        raw = synth.make_annotations(synthetic, n_cls, seed=seed)
+        source = f"synthetic:num_videos={synthetic},num_classes={n_cls},seed={seed}"
+        num_classes = num_classes if classes else n_cls
+        dataset = dataset or "synthetic"
+    cfg = build.BuildConfig(
+        input=source, output=output, classes=classes, num_classes=num_classes, dataset=dataset,
+        splits=_names(splits), shard_size=shard_size, num_shards=num_shards, seed=seed,
+        modes=_names(modes) or intensity.MODES,
+        jba_accuracies=parse_key_values(jba_accuracies, "--jba-accuracies"), workers=workers,
+        strict=strict, overwrite=overwrite, progress=progress)
+    summary = build.build(cfg, raw=raw, run_tasks=shard_tasks.run_ray if ray else build.run_local)
     typer.echo("\n".join(summary.lines()))
 
 
 @app.command("inspect")
+@user_errors
 def inspect(
     shards: Annotated[str, typer.Argument(help="Shard-set folder (path or fsspec URL).")],
     verify: Annotated[bool, typer.Option(
@@ -111,10 +178,7 @@ def inspect(
     """Summarise a shard set's manifest; with --verify, check every file."""
     from intint.store import shard_verify, shardio
 
-    try:
-        m = shardio.read_manifest(shards)
-    except (FileNotFoundError, shardio.ShardFormatError, ValueError) as e:
-        raise _fail(str(e)) from None
+    m = shardio.read_manifest(shards)
     shown = ", ".join(m.classes[:10]) + (f", … ({m.num_classes - 10} more)" if m.num_classes > 10 else "")
     lines = [f"shard set {shardio.root_url(shards)}: dataset {m.dataset!r}, format {m.format_version}",
              f"classes ({m.num_classes}): {shown}",
@@ -138,6 +202,7 @@ def inspect(
 
 
 @app.command("demo")
+@user_errors
 def demo(
     out: Annotated[str, typer.Option(help="Output folder (re-running into it starts afresh).")] = "demo_out",
     videos_per_class: Annotated[int | None, typer.Option(
@@ -147,13 +212,22 @@ def demo(
     ray_workers: Annotated[int | None, typer.Option(
         help="Ray Train workers (default: the demo preset's).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    seeds: Annotated[int | None, typer.Option(
+        help="Run the demo N times (seeds --seed, --seed+1, ...) and report mean ± sd (seeds.json).")] = None,
 ) -> None:
     """Generate the demo dataset, build shards, train both pathways on Ray (CPU), test with fusion, draw."""
     from intint.demo import run as demo_mod
+    from intint.demo import seeds as seeds_mod
 
     try:
         opts = demo_mod.DemoOptions(out=out, videos_per_class=videos_per_class, epochs=epochs, seed=seed,
                                     ray_workers=ray_workers, progress=progress)
+        if seeds is not None:
+            many = seeds_mod.run_seeds(opts, seeds, echo=typer.echo)
+            _echo_results(seeds_mod.seeds_table(many.summary), f"demo test split, mean ± sd, {seeds} seeds")
+            typer.echo(f"seeds: {many.out / seeds_mod.SEEDS_FILE}; seconds per seed: "
+                       + ", ".join(f"{k} {v['total']:.0f}" for k, v in many.seconds.items()))
+            return
         result = demo_mod.run_demo(opts, echo=typer.echo)
     except (ValueError, FileExistsError) as e:
         raise _fail(str(e)) from None
@@ -165,29 +239,39 @@ def demo(
 
 
 @app.command("predict")
+@user_errors
 def predict(
     checkpoint: Annotated[str, typer.Option(help="Checkpoint folder (state.pt + config.json).")],
-    annotations: Annotated[str, typer.Option(help="PYSKL annotation pickle holding the video.")],
+    annotations: Annotated[str | None, typer.Option(
+        help="PYSKL annotation pickle holding the video.")] = None,
     key: Annotated[str | None, typer.Option(
         help="The video's frame_dir (or shard key); default: the file's first video.")] = None,
     classes: Annotated[str | None, typer.Option(
         help="Class-name file (default: the names in the run's shard manifest).")] = None,
     top: Annotated[int, typer.Option(help="How many classes to list.")] = 5,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda when available).")] = None,
+    video: Annotated[str | None, typer.Option(
+        help="A video file instead of --annotations: extract its poses, predict, draw NAME.prediction.png.")
+    ] = None,
 ) -> None:
     """Top classes of one video for each pathway and fused."""
     from intint.eval import predict as predict_mod
-    from intint.pose.annotations import AnnotationError
-    from intint.pose.safe_pickle import UnsafePickleError
 
-    try:
-        pred = predict_mod.predict_file(checkpoint, annotations, key, classes=classes, device=device)
-    except (AnnotationError, UnsafePickleError, KeyError, ValueError, FileNotFoundError) as e:
-        raise _fail(str(e).strip("'\"")) from None
+    if (annotations is None) == (video is None):
+        raise _fail("give --annotations FILE or --video FILE (exactly one)")
+    if video is not None:
+        from intint.eval import video_predict
+
+        result = video_predict.predict_video(video, checkpoint, classes=classes, device=device,
+                                             picture=video_predict.default_picture(video))
+        typer.echo(predict_mod.format_prediction(result.prediction, top) + f"\npicture: {result.picture}")
+        return
+    pred = predict_mod.predict_file(checkpoint, annotations, key, classes=classes, device=device)
     typer.echo(predict_mod.format_prediction(pred, top))
 
 
 @app.command("train", context_settings=PASS_THROUGH, add_help_option=False)
+@user_errors
 def train(
     ctx: typer.Context,
     preset: Annotated[str, typer.Option(help="Base config: finegym, hmdb51, demo or tiny.")] = "finegym",
@@ -204,6 +288,7 @@ def train(
 
 
 @app.command("evaluate", context_settings=PASS_THROUGH, add_help_option=False)
+@user_errors
 def evaluate(ctx: typer.Context) -> None:
     """Test a checkpoint with test views and fusion: --checkpoint DIR [--shards URL --split S --out PATH]."""
     import json
@@ -212,11 +297,13 @@ def evaluate(ctx: typer.Context) -> None:
     from intint.eval.distributed import evaluate_checkpoint, flat_metrics
 
     description = "Test a checkpoint with test views and late fusion; writes results JSON beside it."
-    url, results = evaluate_checkpoint(parse_evaluate(ctx.args, description, prog="intint evaluate"))
+    args = parse_evaluate(ctx.args, description, prog="intint evaluate")
+    url, results = evaluate_checkpoint(args, weights=args.weights)
     typer.echo(json.dumps(flat_metrics(results, ""), indent=1) + f"\nresults written to {url}")
 
 
 @app.command("ablate", context_settings=PASS_THROUGH, add_help_option=False)
+@user_errors
 def ablate(ctx: typer.Context) -> None:
     """The paper's clip-placement ablation: one Integrity run, one Intensity run per placement, fused from
     saved probabilities: --placements, --jba-weights, --concurrency, --cpus, --preset and config fields."""
@@ -243,6 +330,37 @@ def _echo_results(rows: list[list[str]], title: str) -> None:
     for r in rows:
         table.add_row(*r, style="bold" if r[0] == "Fused" else None)
     Console().print(table)
+
+
+@app.command("extract-poses")
+@user_errors
+def extract_poses(
+    source: Annotated[str, typer.Argument(
+        help="Folder laid out as SOURCE/<class>/<clip>.<ext>, or a list file of '<path> <class>' lines.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="PYSKL annotation pickle to write.")] = "",
+    classes: Annotated[str | None, typer.Option(
+        help="Class-name file fixing the labels (default: the sorted class names found).")] = None,
+    split_fractions: Annotated[str, typer.Option(
+        help="Stratified split, NAME=FRACTION pairs.")] = "train=0.7,val=0.15,test=0.15",
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: all cores).")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Extract as Ray tasks (RAY_ADDRESS or local).")] = False,
+    estimator: Annotated[str, typer.Option(
+        help="'blazepose' or your own 'package.module:factory' (docs/video.md).")] = "blazepose",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Extract COCO-17 poses from videos into a PYSKL pickle (+ classes.txt, rejects); resumable."""
+    from intint.config import parse_key_values
+    from intint.train import video_tasks
+    from intint.video import extract
+    from intint.video.estimators import EstimatorSpec
+
+    cfg = extract.ExtractConfig(
+        source=source, output=output, classes=classes,
+        split_fractions=parse_key_values(split_fractions, "--split-fractions") or {}, seed=seed,
+        workers=workers, estimator=EstimatorSpec(estimator), progress=progress)
+    summary = extract.extract(cfg, run_videos=video_tasks.run_ray if ray else extract.run_local)
+    typer.echo("\n".join(summary.lines()))
 
 
 if __name__ == "__main__":

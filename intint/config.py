@@ -1,15 +1,14 @@
-"""Typed training configuration and the dataset presets of docs/method.md §6.3.
+"""Typed training configuration: what a run trains, how it is validated and which weights it tests.
 
 Every knob of a training run lives in one `TrainConfig` (with nested `OptimConfig`, `ModelConfig` and
 `DataConfig`), so a run is fully described by one JSON-able dict: it travels to the Ray workers as the
-`train_loop_config`, is written into every checkpoint and is logged to W&B. Presets are plain functions
-returning a `TrainConfig`; the command line overrides any field of a preset through
-`tyro.cli(TrainConfig, default=preset)` (see `parse`).
+`train_loop_config`, is written into every checkpoint and is logged to W&B. Presets (docs/method.md §6.3)
+are plain functions returning a `TrainConfig`, in `intint.presets` and importable from here; the command
+line overrides any field of a preset through `tyro.cli(TrainConfig, default=preset)` (see `parse`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import typing
@@ -27,6 +26,12 @@ Schedule = Literal["cosine", "step"]
 Pathways = Literal["both", "integrity", "intensity"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 HeatmapsOn = Literal["workers", "device"]
+# Which weights a run tests: the last epoch's (the reference's protocol) or the best epoch's by validation
+# top-1 (only with a validation set disjoint from the test split).
+Select = Literal["last", "best"]
+Weights = Literal["best", "last"]  # which weights of a checkpoint `intint evaluate` tests
+Precision = Literal["fp32", "bf16"]  # bf16 = bf16 autocast on GPU (never on CPU); fp32 = the reference's
+HELDOUT_SUFFIX = "@heldout"  # `<train split>@heldout`: the validation videos `data.val_fraction` holds out
 # The intensity variants the shards store (`intint.pose.intensity`); "random" centres the Intensity clip at
 # random (the ablation's baseline row). Literals, so a misspelt mode fails at parse time, before Ray starts.
 IntensityMode = Literal[MODES]  # type: ignore[valid-type]
@@ -116,12 +121,37 @@ class DataConfig:
     test_size: int = 64  # val/test input H = W
     train_short_side: int = 64  # keep-ratio resize of the short side before the random crop
     train_split: str = "train"
-    val_split: str = "val"  # validated every epoch; the reference validates and tests on the same split
+    val_split: str | None = "val"  # validated every epoch (None: no per-epoch validation)
     test_split: str = "val"
+    # > 0: hold out this class-stratified share of train_split as the validation set (the same videos
+    # every run and rank, never trained on; `intint.loader.holdout`), for datasets without a val split.
+    val_fraction: float = 0.0
+    val_seed: int = 0  # which videos the hold-out draws (independent of the training seed)
     jitter: int = 0  # temporal jitter of the intensity peak in training (0 = the deterministic reference)
     sigma: float = 0.6
     shuffle_buffer: int = 256
-    max_persons: int = 2
+    max_persons: int | None = None  # None renders every person (the reference); a cap drops the rest, counted
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction > 0 and self.val_split is not None:
+            raise ValueError(f"data.val_fraction holds out part of {self.train_split!r} as the validation "
+                             f"set; data.val_split {self.val_split!r} would be a second one: pass "
+                             "--data.val-split None")
+
+    @property
+    def validation_split(self) -> str | None:
+        """The split validated every epoch: `val_split`, or `<train_split>@heldout` when `val_fraction`
+        holds videos out of train (`loader_config` reads that name as the held-out videos), or None."""
+        return f"{self.train_split}{HELDOUT_SUFFIX}" if self.val_fraction > 0 else self.val_split
+
+    @property
+    def selection_split(self) -> str | None:
+        """The validation split when it is disjoint from the test split (best-epoch selection may use it),
+        else None: a validation on the test split only monitors training."""
+        split = self.validation_split
+        return split if split is not None and split != self.test_split else None
 
 
 @dataclass
@@ -156,7 +186,11 @@ class TrainConfig:
     wandb_project: str = "intint"
     wandb_group: str | None = None  # W&B group, e.g. the ablation sweep that runs this
     compile: bool = False
-    bf16: bool = True  # bf16 autocast; only on GPU
+    precision: Precision = "fp32"  # "bf16": bf16 autocast in training and evaluation, on GPU only
+    # Tested weights: "last" epoch (the reference) or "best" by validation top-1 on a split disjoint from
+    # the test split (data.val_split or data.val_fraction); results.json records which ("tested").
+    select: Select = "last"
+    from_scratch: bool = False  # HMDB51: train without --pretrained weights on purpose (see check_launchable)
     eval_num_clips: int = 1  # test views: clips per video
     eval_flip: bool = True  # test views: add the mirrored view (docs/method.md §5 double=True)
     log_every: int = 20  # progress line / W&B point every N steps
@@ -168,7 +202,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, choices in (("pathways", Pathways), ("heatmaps_on", HeatmapsOn), ("wandb", WandbMode),
                               ("intensity_mode", IntensityMode),
-                              ("intensity_definition", IntensityDefinition)):
+                              ("intensity_definition", IntensityDefinition), ("precision", Precision),
+                              ("select", Select)):
             check_choice(name, getattr(self, name), choices)
         for name in ("epochs", "repeat", "batch_size", "num_workers", "cpus_per_worker", "eval_num_clips",
                      "log_every"):
@@ -178,6 +213,15 @@ class TrainConfig:
             raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if len(self.fusion_weights) != 2:
             raise ValueError(f"fusion_weights must be (integrity, intensity), got {self.fusion_weights}")
+        if self.pretrained and self.from_scratch:
+            raise ValueError("--pretrained and --from-scratch contradict each other: give one")
+        if self.select == "best":
+            check_best_selection(self.data)
+
+    @property
+    def bf16(self) -> bool:
+        """True when `precision` asks for bf16 autocast (which applies on GPU only)."""
+        return self.precision == "bf16"
 
     @property
     def active_pathways(self) -> tuple[str, ...]:
@@ -199,8 +243,37 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Rebuild from `to_dict` output (e.g. a checkpoint's config.json); unknown keys are an error."""
+        """Rebuild from `to_dict` output (e.g. a checkpoint's config.json); unknown keys are an error.
+
+        A config written before `precision` existed holds `bf16: true|false`; it maps to bf16 | fp32.
+        """
+        if isinstance(values, dict) and "bf16" in values:
+            values = dict(values)
+            legacy = values.pop("bf16")
+            values.setdefault("precision", "bf16" if legacy else "fp32")
         return _from_dict(cls, values, "config")
+
+
+def check_best_selection(data: DataConfig) -> None:
+    """Refuse `select="best"` unless a validation set disjoint from the test split picks the epoch."""
+    if data.validation_split is None:
+        raise ValueError("--select best picks the epoch by validation top-1, and this run has no validation "
+                         "set: give --data.val-split NAME (not the test split) or --data.val-fraction F")
+    if data.selection_split is None:
+        raise ValueError(f"--select best would pick the epoch on the test split {data.test_split!r} "
+                         "(data.val_split == data.test_split): give a disjoint --data.val-split, or "
+                         "--data.val-split None --data.val-fraction F to hold videos out of train")
+
+
+def check_launchable(cfg: TrainConfig) -> None:
+    """Refusals that need the finished config and must come before Ray starts (`intint.train.launch`).
+
+    HMDB51's published numbers start from the Kinetics-400 PoseC3D checkpoint; training it from scratch
+    without saying so would report something else under the paper's name.
+    """
+    if cfg.dataset == "hmdb51" and not cfg.pretrained and not cfg.from_scratch:
+        raise ValueError("hmdb51: the paper's HMDB51 numbers start from the Kinetics-400 PoseC3D weights: "
+                         "pass --pretrained PATH (or --from-scratch to train without them)")
 
 
 def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -223,6 +296,19 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+_PRESET_NAMES = ("PRESETS", "preset", "finegym", "hmdb51", "demo", "tiny", "parse_args")
+
+
+def __getattr__(name: str) -> Any:
+    """`intint.config.finegym`, the other presets and `parse_args`, from `intint.presets` (which imports
+    this module, so it is imported on first use)."""
+    if name in _PRESET_NAMES:
+        import intint.presets
+
+        return getattr(intint.presets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def with_env_overrides(cfg: TrainConfig) -> TrainConfig:
     """Apply `INTINT_INJECT_FAILURE=<epoch>` when the option was not given (how CI injects the fault)."""
     env = os.environ.get(INJECT_FAILURE_ENV)
@@ -240,6 +326,7 @@ class EvaluateConfig:
     """Testing a checkpoint folder: its stored run config, with the shard set, split and views overridable."""
 
     checkpoint: str  # checkpoint folder (state.pt + config.json), or a run folder: its tested checkpoint
+    weights: Weights = "last"  # the checkpoint's own epoch ("last") or the best epoch it holds ("best")
     shards: str | None = None  # default: the shard set the run trained on
     split: str | None = None  # default: the run's test split
     out: str | None = None  # results JSON; default results.json inside the checkpoint folder
@@ -249,93 +336,22 @@ class EvaluateConfig:
     device: str | None = None  # default: cuda when available
 
 
-# ---------------------------------------------------------------------------------------------- presets
-
-
-def finegym() -> TrainConfig:
-    """FineGYM as the reference trains it (docs/method.md §4.1, §6.1, §6.3): from scratch, cosine LR per
-    iteration."""
-    return TrainConfig(
-        dataset="finegym", name="finegym", epochs=80, repeat=10, batch_size=16, num_workers=4, use_gpu=True,
-        intensity_definition="JBA_weighted", intensity_mode="reference",
-        optim=OptimConfig(lr=0.4, weight_decay=3e-4, schedule="cosine", grad_clip=40.0, base_batch=64),
-        model=ModelConfig(stage_blocks=(4, 6, 3), base_channels=32, dropout=0.5),
-        data=DataConfig(clip_len=48, train_size=56, test_size=64, train_split="train", val_split="val",
-                        test_split="val"),
-    )
-
-
-def hmdb51(split: int = 1) -> TrainConfig:
-    """HMDB51 split `split` (docs/method.md §4.2, §6.3): K400-pretrained R50 (3, 4, 6), step LR at epochs 9
-    and 11.
-
-    Pass the K400 PoseC3D checkpoint with `--pretrained PATH`; the 400-way head is skipped on load.
-    """
-    if split not in (1, 2, 3):
-        raise ValueError(f"HMDB51 has splits 1, 2 and 3, got {split}")
-    return TrainConfig(
-        dataset="hmdb51", name=f"hmdb51-split{split}", epochs=12, repeat=10, batch_size=16, num_workers=4,
-        use_gpu=True, intensity_definition="J", intensity_mode="reference",
-        optim=OptimConfig(lr=0.01, weight_decay=1e-4, schedule="step", steps=(9, 11), gamma=0.1,
-                          grad_clip=40.0, base_batch=64),
-        model=ModelConfig(stage_blocks=(3, 4, 6), base_channels=32, dropout=0.5),
-        data=DataConfig(clip_len=48, train_size=48, test_size=56, train_split=f"train{split}",
-                        val_split=f"test{split}", test_split=f"test{split}"),
-    )
-
-
-def _cpu_run(**fields: Any) -> TrainConfig:
-    """A small CPU run: 2 Ray workers of 1 CPU and 1 loader process each, one pass per epoch, fp32,
-    intensity definition J; `fields` gives the rest."""
-    return TrainConfig(repeat=1, num_workers=2, cpus_per_worker=1, loader_workers=1, intensity_definition="J",
-                       bf16=False, **fields)
-
-
-def demo() -> TrainConfig:
-    """A CPU-sized run that learns the demo dataset in a few minutes on 2 cores (2 Ray workers, 1 CPU each).
-
-    The 1×7×7 stem over 17 joint channels costs most of a step, so the model is narrow (base 8, one block
-    per stage) and the heatmaps small (16×16); clips stay 48 frames, the window that covers a whole demo
-    burst. σ = 1 px keeps a joint's blob resolvable at that size.
-    """
-    return _cpu_run(
-        dataset="demo", name="demo", epochs=16, batch_size=8, log_every=5,
-        optim=OptimConfig(lr=0.2, weight_decay=1e-4, schedule="cosine", grad_clip=40.0, base_batch=16),
-        model=ModelConfig(stage_blocks=(1, 1, 1), base_channels=8, dropout=0.0),
-        data=DataConfig(clip_len=48, train_size=16, test_size=16, train_short_side=18, sigma=1.0,
-                        shuffle_buffer=64, train_split="train", val_split="val", test_split="test"),
-    )
-
-
-def tiny() -> TrainConfig:
-    """The smallest sensible model, for tests and smoke runs: seconds per epoch on one core."""
-    return _cpu_run(
-        dataset="tiny", name="tiny", epochs=2, batch_size=4, log_every=2,
-        optim=OptimConfig(lr=0.05, weight_decay=1e-4, schedule="cosine", grad_clip=40.0, base_batch=8),
-        model=ModelConfig(stage_blocks=(1, 1, 1), base_channels=4, dropout=0.0),
-        data=DataConfig(clip_len=8, train_size=32, test_size=32, shuffle_buffer=16),
-    )
-
-
-PRESETS = {"finegym": finegym, "hmdb51": hmdb51, "demo": demo, "tiny": tiny}
-
-
-def preset(name: str) -> TrainConfig:
-    """The preset called `name` (hmdb51 gives split 1; use `hmdb51(k)` for the others)."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
-
-
 def loader_config(cfg: TrainConfig, split: str, *, train: bool):
     """The `intint.loader.config.LoaderConfig` for one split of this run (train or val/test sizes).
 
-    Imported lazily: parsing a config must not pay for importing torch and webdataset.
+    With `data.val_fraction > 0` the training loader of `train_split` skips the held-out videos, and the
+    split name `<train_split>@heldout` (`DataConfig.validation_split`) reads only them. Imported lazily:
+    parsing a config must not pay for importing torch and webdataset.
     """
     from intint.loader.config import LoaderConfig
+    from intint.loader.holdout import Holdout
     from intint.pose.transforms import PipelineConfig
 
+    holdout = None
+    if cfg.data.val_fraction > 0 and split == cfg.data.validation_split:
+        split, holdout = cfg.data.train_split, Holdout(cfg.data.val_fraction, cfg.data.val_seed, "val")
+    elif cfg.data.val_fraction > 0 and train and split == cfg.data.train_split:
+        holdout = Holdout(cfg.data.val_fraction, cfg.data.val_seed, "train")
     pipeline = PipelineConfig(train_hw=(cfg.data.train_size,) * 2, test_hw=(cfg.data.test_size,) * 2,
                               train_short_side=cfg.data.train_short_side)
     return LoaderConfig(
@@ -356,6 +372,7 @@ def loader_config(cfg: TrainConfig, split: str, *, train: bool):
         seed=cfg.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
         pin_memory=cfg.use_gpu,
+        holdout=holdout,
     )
 
 
@@ -363,30 +380,6 @@ def parse(default: TrainConfig, args: Sequence[str] | None = None, description: 
           prog: str | None = None) -> TrainConfig:
     """Command-line overrides of `default`: every field, e.g. `--epochs 2 --optim.lr 0.1 --wandb disabled`."""
     return tyro.cli(TrainConfig, default=default, args=args, description=description, prog=prog)
-
-
-def parse_args(args: Sequence[str] | None = None, *, default_preset: str, split: int | None = None,
-               description: str | None = None, prog: str | None = None) -> TrainConfig:
-    """Entry-point parsing: `--preset NAME` picks the base config, every other flag overrides a field.
-
-    `split` (HMDB51's `--split K`) selects `hmdb51(K)` or, for another preset, renames its splits to
-    `train{K}` / `test{K}` so a small preset can run on an HMDB-style shard set.
-    """
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", choices=sorted(PRESETS), default=default_preset)
-    known, rest = pre.parse_known_args(args)
-    if split is None:
-        base = preset(known.preset)
-    elif known.preset == "hmdb51":
-        base = hmdb51(split)
-    else:
-        base = preset(known.preset)
-        base.data = dataclasses.replace(base.data, train_split=f"train{split}", val_split=f"test{split}",
-                                        test_split=f"test{split}")
-    if description:
-        names = ",".join(sorted(PRESETS))
-        description = f"{description}\n\nBase config: --preset {{{names}}} (default {default_preset})."
-    return parse(base, rest, description, prog)
 
 
 def parse_evaluate(args: Sequence[str] | None = None, description: str | None = None,

@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intint.ablation import plan, sweep  # noqa: E402
+from intint.cli import run_job  # noqa: E402
 from intint.train.logs import configure_logging  # noqa: E402
 
 
@@ -35,4 +36,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_job(main)  # bad input: one line "error: ...", exit code 1

@@ -82,7 +82,7 @@ class AblationConfig:
     @property
     def splits(self) -> dict[str, str]:
         """Split role → split name: `val` picks the JBA weights, `test` is what the table reports."""
-        return {"val": self.base.data.val_split, "test": self.base.data.test_split}
+        return {"val": self.base.data.validation_split, "test": self.base.data.test_split}
 
 
 def run_id(placement: str | None) -> str:

@@ -8,9 +8,10 @@ column is identical across rows", docs/method.md §8.1).
 
 Rows are the Intensity pathway's clip placements (Random, Joint, Bone, Angle, JBA arithmetic,
 JBA weighted, and any single definition); columns the two-pathway (Int&Int), Intensity-only and
-Integrity-only top-1, plus mean-class accuracy. The JBA-weighted weights are the *validation*
-two-pathway accuracies of J, B and A, normalised (docs/method.md §2.7: "normalised two-pathway accuracy of
-each definition"); the test split never feeds back into training.
+Integrity-only top-1, plus mean-class accuracy; beside the paper's 1:1 fusion, the fusion with its weight
+chosen on the validation split (`intint.eval.fusion_tuning`, "Int&Int tuned"). The JBA-weighted weights
+are the *validation* two-pathway accuracies of J, B and A, normalised (docs/method.md §2.7: "normalised
+two-pathway accuracy of each definition"); the test split never feeds back into training.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from intint.eval import metrics
+from intint.eval import fusion_tuning, metrics
 from intint.eval.plots import DPI, PATHWAY_COLOURS, save_png
 from intint.pose import intensity
 from intint.store import fsio
@@ -39,6 +40,8 @@ ROW_LABELS: dict[str, str] = {RANDOM: "Random", "J": "Joint", "B": "Bone", "A": 
 JBA_SOURCES: tuple[str, ...] = ("J", "B", "A")
 TABLE_PATHWAYS: tuple[str, ...] = ("fused", "intensity", "integrity")
 COLUMN_TITLES: dict[str, str] = {"fused": "Int&Int", "intensity": "Intensity", "integrity": "Integrity"}
+TUNED = "fused_tuned"  # a row's validation-tuned fusion
+TUNED_TITLE = "Int&Int tuned"
 METRICS: tuple[str, ...] = ("top1", "top5", "mean_class")
 
 
@@ -113,6 +116,23 @@ def pair_metrics(integrity: SplitPredictions, intensity_p: SplitPredictions, num
     results = metrics.evaluate_scores(integrity.probs, intensity_p.probs, integrity.labels, num_classes,
                                        fusion_weights)
     return {name: _summary(results[name]) for name in TABLE_PATHWAYS}
+
+
+def tuned_pair(integrity: Mapping[str, SplitPredictions], intensity_p: Mapping[str, SplitPredictions],
+               num_classes: int, splits: Mapping[str, str]) -> dict[str, Any]:
+    """A row's tuned fusion: the weight chosen on the `val` predictions (`fusion_tuning.fuse_test`), its
+    `test` metrics and the choice; `{"absent": reason}` when validation is the test split.
+
+    The rows of each role must be matched by key, as `pair_metrics` checks.
+    """
+    reason = fusion_tuning.absent_reason(splits.get("val"), splits["test"], ("integrity", "intensity"))
+    if reason is not None:
+        return {"absent": reason}
+    val = fusion_tuning.ValidationScores(integrity["val"].probs, intensity_p["val"].probs,
+                                         integrity["val"].labels, splits["val"])
+    tuned = fusion_tuning.tuned_metrics(val, integrity["test"].probs, intensity_p["test"].probs,
+                                        integrity["test"].labels, num_classes)
+    return {"test": _summary(tuned), **{k: tuned[k] for k in fusion_tuning.CHOICE_FIELDS}}
 
 
 def jba_weights_from_validation(fused_val_top1: Mapping[str, float]) -> dict[str, float]:
@@ -211,13 +231,40 @@ def _signed(value: float, se: float | None = None) -> str:
     return text if se is None or not math.isfinite(se) else f"{text} ± {196 * se:.1f}"
 
 
+def _tuned_cell(row: Mapping[str, Any]) -> str:
+    """`72.5 (w 0.35)`: the tuned fusion's test top-1 and its weight on Integrity; `–` without one."""
+    tuned = row.get(TUNED) or {}
+    if "test" not in tuned:
+        return "–"
+    return f"{_pct(tuned['test']['top1'])} (w {tuned['weight']:.2f})"
+
+
 def table_cells(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and body cells (percent, one decimal) in the paper's layout: top-1 then mean-class."""
-    header = ["placement", *(f"{COLUMN_TITLES[p]} top-1" for p in TABLE_PATHWAYS),
+    """Header and body cells (percent, one decimal) in the paper's layout: top-1 then mean-class, with the
+    tuned fusion's top-1 beside the 1:1 fusion's."""
+    top1 = [f"{COLUMN_TITLES[p]} top-1" for p in TABLE_PATHWAYS]
+    header = ["placement", top1[0], f"{TUNED_TITLE} top-1", *top1[1:],
               *(f"{COLUMN_TITLES[p]} mean-class" for p in TABLE_PATHWAYS)]
-    body = [[row["label"], *(_pct(row["test"][p]["top1"]) for p in TABLE_PATHWAYS),
-             *(_pct(row["test"][p]["mean_class"]) for p in TABLE_PATHWAYS)] for row in table["rows"]]
+    body = []
+    for row in table["rows"]:
+        cells = [_pct(row["test"][p]["top1"]) for p in TABLE_PATHWAYS]
+        body.append([row["label"], cells[0], _tuned_cell(row), *cells[1:],
+                     *(_pct(row["test"][p]["mean_class"]) for p in TABLE_PATHWAYS)])
     return header, body
+
+
+def tuned_note(table: Mapping[str, Any]) -> str | None:
+    """The line explaining the tuned column: where its weights were chosen, or why there are none."""
+    tuned = [row[TUNED] for row in table["rows"] if TUNED in row]
+    if not tuned:
+        return None
+    chosen = [t for t in tuned if "test" in t]
+    if not chosen:
+        return f"{TUNED_TITLE}: none ({tuned[0]['absent']})."
+    first = chosen[0]
+    return (f"{TUNED_TITLE} = w·Integrity + (1−w)·Intensity, w chosen per row on split "
+            f"`{first['chosen_on']}` by validation top-1 ({first['grid_points']} weights over [0, 1], ties "
+            "to 0.5); the test split never chose it. Int&Int is the paper's 1:1 sum.")
 
 
 def notes(table: Mapping[str, Any]) -> list[str]:
@@ -227,6 +274,9 @@ def notes(table: Mapping[str, Any]) -> list[str]:
            f"(`{table['integrity_run']}`) fused with every row."]
     if table["splits"]["val"] == table["splits"]["test"]:
         out.append("Warning: validation and test are the same split, so the JBA weights saw the test videos.")
+    tuned = tuned_note(table)
+    if tuned:
+        out.append(tuned)
     jba = table.get("jba_weights")
     if jba:
         w = ", ".join(f"{g} {jba['weights'][g]:.4f}" for g in JBA_SOURCES)

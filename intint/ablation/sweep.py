@@ -284,6 +284,7 @@ def build_table(ab: AblationConfig, sweep: Sweep, wall_s: float) -> dict[str, An
         for role in ROLES:
             row[role] = results_table.pair_metrics(integrity[role], preds[role], sweep.num_classes,
                                                   ab.base.fusion_weights, where=f"{rec.folder} ({role})")
+        row["fused_tuned"] = results_table.tuned_pair(integrity, preds, sweep.num_classes, ab.splits)
         hits[placement] = results_table.hits_on_test(integrity["test"], preds["test"], ab.base.fusion_weights)
         rows.append(row)
     base = ab.base

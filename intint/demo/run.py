@@ -13,8 +13,12 @@ Output folder layout (`--out`, default ./demo_out):
   shards/          the shard set
   run/             the Ray run: checkpoints, results.json, history.jsonl, wandb/ (offline, `wandb sync`)
   checkpoint/      a copy of the tested (best) checkpoint (`intint predict --checkpoint`)
-  results.json     integrity / intensity / fused: top1, top5, mean_class (+ confusion, num_samples)
+  results.json     integrity / intensity / fused (1:1) / fused_tuned (weight chosen on val): top1, top5,
+                   mean_class (+ confusion, num_samples)
   intensity_*.png, heatmaps_*.png, training_curves.png, confusion_fused.png
+
+`intint demo --seeds N` (`intint.demo.seeds`) runs it N times into `seed-<k>/` subfolders and writes the
+mean ± sd over seeds to `seeds.json`.
 
 Re-running into the same folder starts afresh (Ray Train would otherwise resume the finished run as a
 no-op); a non-empty folder that is not a demo folder is refused rather than overwritten.
@@ -45,8 +49,10 @@ from intint.store import build, fsio
 log = logging.getLogger(__name__)
 
 MARKER = "intint-demo.json"  # marks a folder the demo owns (and may clear on the next run)
-# What a re-run removes besides the pictures.
-OWNED = ("demo.pkl", "classes.txt", "bursts.json", "shards", "run", "checkpoint", "results.json")
+# What a re-run removes (besides OWNED_GLOBS).
+OWNED = ("demo.pkl", "classes.txt", "bursts.json", "shards", "run", "checkpoint", "results.json",
+         "seeds.json", "seconds.json")
+OWNED_GLOBS = ("*.png", "seed-*")  # pictures; the per-seed demo folders of `--seeds`
 RUN_NAME = "run"
 HISTORY_FILE = "history.jsonl"
 
@@ -119,8 +125,11 @@ def prepare_folder(out: Path) -> None:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-        for png in out.glob("*.png"):
-            png.unlink()
+        for p in (p for pattern in OWNED_GLOBS for p in out.glob(pattern)):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -182,13 +191,26 @@ def read_history(path: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ output
 
 
+ROWS = (("integrity", "Integrity"), ("intensity", "Intensity"), ("fused", "Fused"),
+        ("fused_tuned", "Fused (tuned)"))  # results.json key → row label, in table order
+METRICS = ("top1", "top5", "mean_class")
+
+
+def row_label(results: Mapping[str, Any], name: str, label: str) -> str:
+    """The row's label; the tuned fusion's names its weight on Integrity (`Fused (tuned, w 0.45)`)."""
+    if name == "fused_tuned":
+        return f"Fused (tuned, w {results[name]['weight']:.2f})"
+    return label
+
+
 def results_table(results: Mapping[str, Any]) -> list[list[str]]:
-    """Rows [pathway, top-1, top-5, mean class] as percentages, in the order integrity, intensity, fused."""
+    """Rows [pathway, top-1, top-5, mean class] as percentages, in the order integrity, intensity, fused
+    (the 1:1 sum), fused tuned (its weight chosen on validation, when the run has one)."""
     rows = []
-    for name, label in (("integrity", "Integrity"), ("intensity", "Intensity"), ("fused", "Fused")):
+    for name, label in ROWS:
         if name in results:
             r = results[name]
-            rows.append([label, *(f"{100 * r[m]:.1f}" for m in ("top1", "top5", "mean_class"))])
+            rows.append([row_label(results, name, label), *(f"{100 * r[m]:.1f}" for m in METRICS)])
     return rows
 
 

@@ -1,2 +1,3 @@
 """Models from the run config and checkpoints (`models`), distributed evaluation (`distributed`), metrics and
-fusion (`metrics`), single-video prediction (`predict`)."""
+fusion (`metrics`), the fusion weight chosen on validation (`fusion_tuning`), single-video prediction
+(`predict`)."""

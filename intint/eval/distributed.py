@@ -5,7 +5,9 @@ different counts). Each rank therefore runs the *unwrapped* model (never the DDP
 may issue collectives a rank with fewer batches would never match), then one `all_gather_object` brings
 all probabilities to every rank, where they are aligned by sample key and scored with
 `intint.eval.metrics` (docs/method.md §6.2, §6.4, §7). Every rank gets the same metrics, so every rank can
-take the same decisions (best epoch) without another broadcast.
+take the same decisions (best epoch) without another broadcast. Testing (`evaluate_test`) also predicts the
+validation split with the test views and adds `fused_tuned`, the fusion weighted on validation
+(`intint.eval.fusion_tuning`), when the run has a validation split apart from its test split.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from intint.config import EvaluateConfig, TrainConfig, loader_config
-from intint.eval import metrics
+from intint.eval import fusion_tuning, metrics
 from intint.eval.models import Weights, load_model
 from intint.model import checkpoint
 from intint.model.slowonly import PATHWAYS, TwoPathwayModel
@@ -136,13 +138,30 @@ def selection_score(results: Mapping[str, Any]) -> float:
 
 
 def flat_metrics(results: Mapping[str, Any], prefix: str) -> dict[str, float]:
-    """`{prefix}{pathway}_{top1,top5,mean_class}` scalars for reports and W&B (no confusion matrices)."""
+    """`{prefix}{pathway}_{top1,top5,mean_class}` scalars for reports and W&B (no confusion matrices), with
+    `{prefix}fused_tuned_weight` when the results hold the validation-tuned fusion."""
     out = {}
-    for name in ("integrity", "intensity", "fused"):
+    for name in ("integrity", "intensity", "fused", "fused_tuned"):
         if name in results:
             for metric in ("top1", "top5", "mean_class"):
                 out[f"{prefix}{name}_{metric}"] = float(results[name][metric])
+    if "fused_tuned" in results:
+        out[f"{prefix}fused_tuned_weight"] = float(results["fused_tuned"]["weight"])
     return out
+
+
+def predict_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank: int, world_size: int,
+                  device: torch.device, num_clips: int, flip: bool,
+                  loader: Iterable[Mapping[str, Any]] | None = None) -> Predictions:
+    """All ranks' predictions of `split` (`num_clips` clips, × 2 with `flip`), merged; same on each rank."""
+    from intint.loader import streams
+    from intint.loader.device import to_device
+
+    lcfg = loader_config(cfg, split, train=False)
+    if loader is None:
+        loader = streams.eval_loader(lcfg, rank, world_size, num_clips=num_clips, flip_double=flip)
+    local = predict(model, loader, device, prepare=lambda b: to_device(b, device, lcfg), bf16=cfg.bf16)
+    return merge(all_gather(local), split)
 
 
 def evaluate_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank: int, world_size: int,
@@ -152,16 +171,38 @@ def evaluate_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank
 
     Pass `loader` to reuse a persistent eval loader across epochs (it must match split and views).
     """
-    from intint.loader import streams
-    from intint.loader.device import to_device
-
-    lcfg = loader_config(cfg, split, train=False)
-    if loader is None:
-        loader = streams.eval_loader(lcfg, rank, world_size, num_clips=num_clips, flip_double=flip)
-    local = predict(model, loader, device, prepare=lambda b: to_device(b, device, lcfg), bf16=cfg.bf16)
-    merged = merge(all_gather(local), split)
+    merged = predict_split(model, cfg, split, rank=rank, world_size=world_size, device=device,
+                           num_clips=num_clips, flip=flip, loader=loader)
     results = score(merged, num_classes, tuple(cfg.fusion_weights))
     results["meta"].update(split=split, num_clips=num_clips, flip=flip)
+    return results
+
+
+def evaluate_test(model: TwoPathwayModel, cfg: TrainConfig, *, rank: int, world_size: int,
+                  device: torch.device, num_classes: int, split: str | None = None) -> dict[str, Any]:
+    """Test `split` (default the run's test split) with the test views, as `evaluate_split`, plus
+    `fused_tuned`: the fusion weight chosen on the run's validation set (`data.validation_split`: the val
+    split or the videos held out of train), predicted with the same views.
+
+    Without a validation split apart from the tested one (or with one pathway) `fused_tuned` is left out
+    and `meta.fused_tuned_absent` says why. Only the validation labels choose the weight
+    (`fusion_tuning.fuse_test` is never given the test labels).
+    """
+    split = split or cfg.data.test_split
+    views = {"num_clips": cfg.eval_num_clips, "flip": cfg.eval_flip}
+    test = predict_split(model, cfg, split, rank=rank, world_size=world_size, device=device, **views)
+    results = score(test, num_classes, tuple(cfg.fusion_weights))
+    results["meta"].update(split=split, **views)
+    val_split = cfg.data.validation_split
+    reason = fusion_tuning.absent_reason(val_split, split, list(test.probs))
+    if reason is not None:
+        results["meta"]["fused_tuned_absent"] = reason
+        return results
+    val = predict_split(model, cfg, val_split, rank=rank, world_size=world_size, device=device, **views)
+    val_scores = fusion_tuning.ValidationScores(val.probs["integrity"], val.probs["intensity"], val.labels,
+                                                val_split)
+    results["fused_tuned"] = fusion_tuning.tuned_metrics(val_scores, test.probs["integrity"],
+                                                         test.probs["intensity"], test.labels, num_classes)
     return results
 
 
@@ -177,7 +218,8 @@ def _run_config(checkpoint_dir: str, args: EvaluateConfig) -> TrainConfig:
 
 
 def evaluate_checkpoint(args: EvaluateConfig, weights: Weights = "last") -> tuple[str, dict[str, Any]]:
-    """Test a checkpoint folder with test views and late fusion, in this process (one device).
+    """Test a checkpoint folder with test views and late fusion (1:1 and validation-tuned, see
+    `evaluate_test`), in this process (one device).
 
     The run's config comes from the checkpoint; `args` overrides the shard set, split and views. `weights`
     picks the checkpoint's own epoch ("last") or the best epoch so far ("best"). Results go to `args.out`,
@@ -186,10 +228,8 @@ def evaluate_checkpoint(args: EvaluateConfig, weights: Weights = "last") -> tupl
     checkpoint_dir = checkpoint.resolve(args.checkpoint)
     cfg = _run_config(checkpoint_dir, args)
     trained = load_model(checkpoint_dir, weights, args.device, cfg=cfg)
-    split = args.split or cfg.data.test_split
-    results = evaluate_split(trained.model, cfg, split, rank=0, world_size=1, device=trained.device,
-                             num_classes=trained.num_classes, num_clips=cfg.eval_num_clips,
-                             flip=cfg.eval_flip)
+    results = evaluate_test(trained.model, cfg, rank=0, world_size=1, device=trained.device,
+                            num_classes=trained.num_classes, split=args.split or cfg.data.test_split)
     results["meta"].update(checkpoint=checkpoint_dir, epoch=trained.epoch)
     url = args.out or fsio.join(checkpoint_dir, checkpoint.RESULTS_FILE)
     metrics.write_results(results, url)

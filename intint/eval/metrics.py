@@ -5,7 +5,7 @@ test. It follows the reference (docs/method.md §6.2, §6.4, §7): the rows are 
 (softmax per view then the mean over views, ``intint.model.slowonly.average_views``); fusion is the plain sum
 of the two pathways' probabilities (weights 1:1, no renormalisation); mean-class accuracy averages per-class
 recall over every class that occurs in the labels *or* the predictions, so a class that is only ever
-predicted counts as 0.
+predicted counts as 0. The fusion weight chosen on the validation split is `intint.eval.fusion_tuning`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import numpy as np
 from intint.store import fsio
 
 __all__ = [
+    "as_scores",
+    "as_labels",
     "fuse",
     "topk_accuracy",
     "mean_class_accuracy",
@@ -39,7 +41,8 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _scores(probs: Any, name: str = "probs") -> np.ndarray:
+def as_scores(probs: Any, name: str = "probs") -> np.ndarray:
+    """`probs` as a checked float64 N×C matrix of finite scores (ValueError naming `name` otherwise)."""
     arr = _as_array(probs, name).astype(np.float64, copy=False)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected N×C scores, got shape {arr.shape}")
@@ -48,7 +51,8 @@ def _scores(probs: Any, name: str = "probs") -> np.ndarray:
     return arr
 
 
-def _labels(labels: Any, n: int, num_classes: int, name: str = "labels") -> np.ndarray:
+def as_labels(labels: Any, n: int, num_classes: int, name: str = "labels") -> np.ndarray:
+    """`labels` as checked int64 class ids, one per score row, each in [0, num_classes)."""
     arr = _as_array(labels, name)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name}: expected {n} labels (one per score row), got shape {arr.shape}")
@@ -69,8 +73,8 @@ def fuse(p_integrity: Any, p_intensity: Any, weights: Sequence[float] = (1.0, 1.
     The reference fuses with weights 1:1 (docs/method.md §7). Rows must be the same videos in the same
     order; the caller aligns them by key.
     """
-    a = _scores(p_integrity, "p_integrity")
-    b = _scores(p_intensity, "p_intensity")
+    a = as_scores(p_integrity, "p_integrity")
+    b = as_scores(p_intensity, "p_intensity")
     if a.shape != b.shape:
         raise ValueError(f"fuse: p_integrity {a.shape} and p_intensity {b.shape} differ in shape")
     if len(weights) != 2:
@@ -84,8 +88,8 @@ def topk_accuracy(probs: Any, labels: Any, k: int) -> float:
     Ties rank the lower class id first (as ``argmax`` does), so top-1 agrees with the confusion matrix and the
     result does not depend on a sort algorithm's tie order.
     """
-    scores = _scores(probs)
-    y = _labels(labels, scores.shape[0], scores.shape[1])
+    scores = as_scores(probs)
+    y = as_labels(labels, scores.shape[0], scores.shape[1])
     if k < 1:
         raise ValueError(f"topk_accuracy: k must be >= 1, got {k}")
     if scores.shape[0] == 0:
@@ -101,8 +105,8 @@ def confusion_matrix(pred: Any, labels: Any, num_classes: int) -> np.ndarray:
     p = _as_array(pred, "pred")
     if p.ndim != 1:
         raise ValueError(f"pred: expected one predicted class per video, got shape {p.shape}")
-    p = _labels(p, p.shape[0], num_classes, name="pred")
-    y = _labels(labels, p.shape[0], num_classes)
+    p = as_labels(p, p.shape[0], num_classes, name="pred")
+    y = as_labels(labels, p.shape[0], num_classes)
     flat = np.bincount(y * num_classes + p, minlength=num_classes * num_classes)
     return flat.reshape(num_classes, num_classes)
 
@@ -117,7 +121,7 @@ def _mean_class_from_confusion(cm: np.ndarray) -> float:
 
 def mean_class_accuracy(probs: Any, labels: Any, num_classes: int) -> float:
     """Mean per-class recall over classes seen in labels or predictions (a predicted-only class adds 0)."""
-    scores = _scores(probs)
+    scores = as_scores(probs)
     if scores.shape[1] != num_classes:
         raise ValueError(
             f"mean_class_accuracy: scores have {scores.shape[1]} classes, expected {num_classes}"
@@ -129,10 +133,10 @@ def mean_class_accuracy(probs: Any, labels: Any, num_classes: int) -> float:
 
 def pathway_metrics(probs: Any, labels: Any, num_classes: int) -> dict[str, Any]:
     """``{top1, top5, mean_class, num_samples, confusion}`` for one score matrix (JSON-ready types)."""
-    scores = _scores(probs)
+    scores = as_scores(probs)
     if scores.shape[1] != num_classes:
         raise ValueError(f"scores have {scores.shape[1]} classes, expected num_classes={num_classes}")
-    y = _labels(labels, scores.shape[0], num_classes)
+    y = as_labels(labels, scores.shape[0], num_classes)
     cm = confusion_matrix(scores.argmax(axis=1), y, num_classes)
     return {
         "top1": topk_accuracy(scores, y, 1),
@@ -159,9 +163,9 @@ def evaluate_scores(
     if p_integrity is None and p_intensity is None:
         raise ValueError("evaluate_scores: both pathways are None; nothing to evaluate")
     if p_integrity is not None:
-        results["integrity"] = pathway_metrics(_scores(p_integrity, "p_integrity"), labels, num_classes)
+        results["integrity"] = pathway_metrics(as_scores(p_integrity, "p_integrity"), labels, num_classes)
     if p_intensity is not None:
-        results["intensity"] = pathway_metrics(_scores(p_intensity, "p_intensity"), labels, num_classes)
+        results["intensity"] = pathway_metrics(as_scores(p_intensity, "p_intensity"), labels, num_classes)
     if p_integrity is not None and p_intensity is not None:
         results["fused"] = pathway_metrics(
             fuse(p_integrity, p_intensity, fusion_weights), labels, num_classes

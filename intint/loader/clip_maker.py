@@ -7,9 +7,10 @@ read and decoded once per step for both pathways.
 
 Training randomness comes from ``sampling.clip_rng(seed, epoch, key, pathway)``: one Generator per
 video, epoch and pathway, so a clip never depends on the rank, the worker, or whether the other
-pathway is on. Each clip keeps at most ``max_persons`` person slots (the first ones) *after* the
-transforms, so PoseCompact still frames every person as the reference does; the heatmaps of the
-dropped slots are lost, which only matters for videos with more people than ``max_persons``.
+pathway is on. By default (``max_persons=None``) a clip keeps every person of its video, as the
+reference renders them all. A cap keeps the first ``max_persons`` person slots *after* the transforms,
+so PoseCompact still frames every person as the reference does; the dropped slots draw nothing, and
+``loader.batch_transport`` counts them so the loader can say how many were lost.
 """
 
 from __future__ import annotations
@@ -107,10 +108,11 @@ class _BatchRows:
 
 
 class ClipMaker:
-    """Samples, transforms and truncates the clips of the enabled pathways for one video."""
+    """Samples and transforms the clips of the enabled pathways for one video (all its persons, or the
+    first ``max_persons`` when a cap is set)."""
 
     def __init__(self, pathways: tuple[str, ...], clip_len: int, definition: str, jitter: int,
-                 pipeline: transforms.PipelineConfig, max_persons: int, seed: int) -> None:
+                 pipeline: transforms.PipelineConfig, max_persons: int | None, seed: int) -> None:
         unknown = [p for p in pathways if p not in sampling.PATHWAYS]
         if unknown or not pathways:
             raise ValueError(f"pathways must be a non-empty subset of {sampling.PATHWAYS}, got {pathways}")
@@ -118,7 +120,7 @@ class ClipMaker:
         self.clip_len = clip_len
         self.random_centre = definition == "random"
         self.jitter = jitter
-        self.max_persons = max_persons
+        self.max_persons = max_persons  # None: every person of the video
         self.seed = seed
         self.train_pipe = transforms.train_pipeline(pipeline)
         self.test_pipe = transforms.test_pipeline(pipeline)
@@ -214,11 +216,11 @@ class ClipMaker:
         else:
             planar = None
             coef, flipped = self.train_pipe.maps_from_bounds(bounds, rows.shapes, draws)
-        # the first max_persons slots (the map was framed on all of them); scores only move, never
-        # change, so they stay in their stored dtype
-        keep = min(max(rows.persons), self.max_persons)
+        # every person, or the first max_persons slots (the map was framed on all of them); scores only
+        # move, never change, so they stay in their stored dtype
+        kept = rows.persons if self.max_persons is None else [min(m, self.max_persons) for m in rows.persons]
+        keep = max(kept)
         score = rows.score.take(rows_of[:, :keep], axis=0)
-        kept = [min(m, self.max_persons) for m in rows.persons]
         return ClipBatch(kp[:, :keep], score, self.train_pipe.cfg.train_hw, kept, coef, flipped,
                          tuple(self.train_pipe.cfg.flip_index), planar)
 
@@ -233,7 +235,7 @@ class ClipMaker:
             idx = self._indices(video, pathway, num_clips, True, None)
             kp, score, size = self.test_pipe(video.keypoint[:, idx], video.keypoint_score[:, idx],
                                              video.img_shape, None)
-            m = min(self.max_persons, kp.shape[0])
+            m = kp.shape[0] if self.max_persons is None else min(self.max_persons, kp.shape[0])
             kp = kp[:m].reshape(m, num_clips, self.clip_len, *kp.shape[2:]).swapaxes(0, 1)
             score = score[:m].reshape(m, num_clips, self.clip_len, score.shape[2]).swapaxes(0, 1)
             out[pathway] = Clip(np.ascontiguousarray(kp), np.ascontiguousarray(score), size)

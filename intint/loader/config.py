@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from intint.loader.holdout import Holdout
 from intint.pose import intensity
 from intint.pose.sampling import PATHWAYS
 from intint.pose.transforms import PipelineConfig
@@ -34,13 +35,15 @@ class LoaderConfig:
     jitter: int = 0  # temporal jitter of the peak in training (0 = reference)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sigma: float = 0.6
-    max_persons: int = 2  # keypoint clips are padded/truncated to this many persons
+    max_persons: int | None = None  # None: every person is rendered; else a cap (dropped persons are counted)
     seed: int = 0
     shuffle_buffer: int = 256
     allow_missing_shards: bool = False
+    verify_checksums: bool = True  # hash each shard's tar as it streams (rule: shardstream.shard_videos)
     pin_memory: bool = False
     prefetch_factor: int = 4
     persistent_workers: bool = True
+    holdout: Holdout | None = None  # read the split without / only its held-out validation videos (holdout)
 
     def __post_init__(self) -> None:
         if self.pathways not in ("both", *PATHWAYS):
@@ -53,7 +56,7 @@ class LoaderConfig:
             raise ValueError(f"LoaderConfig.intensity_definition must be 'random' or one of "
                              f"{intensity.DEFINITIONS}, got {self.intensity_definition!r}")
         for name in ("batch_size", "clip_len", "max_persons", "prefetch_factor"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"LoaderConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_workers", "jitter", "seed", "shuffle_buffer"):
             if getattr(self, name) < 0:

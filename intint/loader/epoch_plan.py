@@ -1,7 +1,8 @@
 """Which reader reads which shards, how many batches each yields, and where a resumed epoch starts.
 
-Pure arithmetic on the manifest's per-shard counts, with no I/O, so every rank computes the same plan
-without talking to the others, and the tests can check it exhaustively.
+Pure arithmetic on the manifest's per-shard counts (and the readers' seeded shuffle buffer), with no I/O,
+so every rank computes the same plan without talking to the others, and the tests can check it
+exhaustively.
 
 Vocabulary: a *reader* is one stream of batches, i.e. one DataLoader worker process of one rank (or the
 main process when ``num_workers == 0``). Rank ``r`` of ``world`` with ``W`` readers:
@@ -16,19 +17,23 @@ main process when ``num_workers == 0``). Rank ``r`` of ``world`` with ``W`` read
   ``S`` is exactly what each reader holds, so each video is seen exactly once per epoch. Otherwise a
   reader that runs short *tops up*: it re-reads its own shards from the start (re-shuffled, fresh
   augmentation) until it has delivered ``S`` samples.
-* A reader cuts its ``S`` samples into ``Q = ceil(S / B)`` batches (the last one smaller when ``B``
-  does not divide ``S``). The DataLoader fetches from its workers round-robin, in order, so the
-  rank's batch ``i`` is batch ``i // W`` of reader ``i % W``: a fixed interleaving, which makes the
-  whole epoch deterministic and a resume exact.
+* A reader passes its videos through a seeded shuffle buffer (``shuffled``) and cuts its ``S`` samples
+  into ``Q = ceil(S / B)`` batches (the last one smaller when ``B`` does not divide ``S``). The
+  DataLoader fetches from its workers round-robin, in order, so the rank's batch ``i`` is batch
+  ``i // W`` of reader ``i % W``: a fixed interleaving, which makes the whole epoch deterministic and a
+  resume exact.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 class ShardSplitError(ValueError):
@@ -140,3 +145,27 @@ def train_plan(counts: Sequence[int], world_size: int, num_workers: int, batch_s
 def eval_batches(counts: Sequence[int], batch_size: int) -> int:
     """Batches one evaluation reader yields for shards holding ``counts`` samples (last one partial)."""
     return math.ceil(sum(counts) / batch_size)
+
+
+def shuffled(items: Iterable[T], bufsize: int, rng: np.random.Generator) -> Iterator[T]:
+    """A reader's seeded shuffle buffer (as ``webdataset.shuffle``, but with our own Generator).
+
+    Each incoming item swaps with a random slot once the buffer is full; ``bufsize <= 1`` keeps the
+    order. The loader shuffles decoded videos, whose arrays are views of the tar reader's 256 KB chunks,
+    so a chunk stays in memory while any of its videos waits here: at most ``bufsize`` chunks, a few
+    dozen in practice (measured RSS per worker in docs/benchmarks.md).
+    """
+    if bufsize <= 1:
+        yield from items
+        return
+    buf: list[T] = []
+    for item in items:
+        if len(buf) < bufsize:
+            buf.append(item)
+            continue
+        j = int(rng.integers(bufsize))
+        buf[j], item = item, buf[j]
+        yield item
+    order = rng.permutation(len(buf))
+    for j in order:
+        yield buf[j]

@@ -28,27 +28,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from intint.loader import epoch_plan
-from intint.loader.batch_transport import BatchBuilder, unpack
+from intint.loader import epoch_plan, holdout
+from intint.loader.batch_transport import BatchBuilder, log_truncated, unpack
 from intint.loader.clip_maker import ClipMaker
 from intint.loader.config import LoaderConfig, LoaderState
+from intint.loader.process_seeds import init_worker
+from intint.loader.shard_reader import ShardReader, Skips
 from intint.loader.shared_ring import Ledger, RingBuffer, WorkerBuffers
-from intint.store import reweighted_peaks, shardio
-from intint.store.shardstream import (
-    CorruptSample,
-    ShardRef,
-    ShardUnavailable,
-    Video,
-    decode,
-    raw_samples,
-    read_peaks,
-    shard_refs,
-    shuffled,
-)
+from intint.loader.worker_faults import LoaderWorkerDied, received
+from intint.store import shardio
+from intint.store.shardstream import ShardRef, Video, shard_refs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SkipCounter", "TrainLoader", "EvalLoader", "train_loader", "eval_loader", "ring_slots"]
+__all__ = ["SkipCounter", "TrainLoader", "EvalLoader", "LoaderWorkerDied", "train_loader", "eval_loader",
+           "ring_slots"]
 
 
 @dataclass
@@ -75,68 +69,6 @@ def _identity(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-class _Skips:
-    """Per-reader tally of skipped samples since the last batch; only the first pass of an epoch counts."""
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self.counting = True
-
-    def skip(self, n: int, message: str) -> None:
-        if self.counting:
-            self.pending += n
-            log.warning("skipping %d sample(s): %s", n, message)
-
-    def take(self) -> int:
-        n, self.pending = self.pending, 0
-        return n
-
-
-class _ShardReader:
-    """One reader's view of the shard set: opens shards, reads their intensity peaks once, decodes.
-
-    ``peaks`` is shard index → {key: peak}; the dataset object passes its own dict, so a persistent
-    worker reads each shard's Arrow table once for the whole run, not once per epoch.
-    """
-
-    def __init__(self, cfg: LoaderConfig, shards: list[ShardRef], num_classes: int, skips: _Skips,
-                 peaks: dict[int, dict[str, int]]) -> None:
-        self.cfg, self.shards, self.num_classes, self.skips = cfg, shards, num_classes, skips
-        self.by_index = {s.index: s for s in shards}
-        self.peaks = peaks
-        self.unavailable: set[int] = set()
-
-    def _open(self, shard: ShardRef) -> Iterator[dict[str, Any]]:
-        if shard.index in self.unavailable:
-            return
-        try:
-            if self.cfg.needs_peaks and shard.index not in self.peaks:
-                self.peaks[shard.index] = (
-                    read_peaks(shard, self.cfg.peak_column) if self.cfg.jba_weights is None
-                    else reweighted_peaks.read_shard_peaks(shard, self.cfg.intensity_mode,
-                                                           self.cfg.jba_weights))
-            yield from raw_samples(shard, self.skips.skip)
-        except ShardUnavailable as exn:
-            if not self.cfg.allow_missing_shards:
-                raise ShardUnavailable(f"{exn} (allow_missing_shards=True skips unreadable shards)") from exn
-            self.unavailable.add(shard.index)
-            self.skips.skip(max(0, shard.num_samples - exn.delivered), f"{exn}; allow_missing_shards is set")
-
-    def raw(self) -> Iterator[dict[str, Any]]:
-        """Raw samples of all this reader's shards, in shard order."""
-        for shard in self.shards:
-            yield from self._open(shard)
-
-    def decode(self, raw: dict[str, Any]) -> Video | None:
-        """The checked video, or None (counted and logged) when the sample is corrupt."""
-        shard = self.by_index[raw["__shard__"]]
-        try:
-            return decode(raw, shard.tar, self.num_classes, self.peaks.get(shard.index))
-        except CorruptSample as exn:
-            self.skips.skip(1, str(exn))
-            return None
-
-
 @dataclass
 class _Layout:
     """What a dataset object needs to know in a worker process (picklable)."""
@@ -158,7 +90,7 @@ class _TrainStream(IterableDataset):
         self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
         self.arena: dict[int, RingBuffer] = {}  # this worker's recycled heatmap buffers (shared_ring)
 
-    def _videos(self, reader: int, epoch: int, skips: _Skips) -> Iterator[tuple[str, Video]]:
+    def _videos(self, reader: int, epoch: int, skips: Skips) -> Iterator[tuple[str, Video]]:
         """This reader's videos in order, endlessly: pass 0 is the epoch proper, later passes top up.
 
         Yields ``(rng_key, video)``; top-up passes re-read the same shards, re-shuffled, and vary the
@@ -168,16 +100,13 @@ class _TrainStream(IterableDataset):
         order = epoch_plan.epoch_shard_order(len(lay.shards), lay.cfg.seed, epoch)
         mine = [lay.shards[i] for i in epoch_plan.reader_shards(order, lay.rank, lay.world_size, reader,
                                                                  self.plan.readers)]
-        source = _ShardReader(lay.cfg, mine, lay.num_classes, skips, self.peaks)
+        source = ShardReader(lay.cfg, mine, lay.num_classes, skips, self.peaks)
         for p in itertools.count():
             skips.counting = p == 0
             entropy = [lay.cfg.seed, epoch, lay.rank, reader, p]
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
             got = 0
-            for raw in shuffled(source.raw(), lay.cfg.shuffle_buffer, rng):
-                video = source.decode(raw)
-                if video is None:
-                    continue
+            for video in epoch_plan.shuffled(source.videos(), lay.cfg.shuffle_buffer, rng):
                 got += 1
                 yield (video.key if p == 0 else f"{video.key}#topup{p}"), video
             if got == 0:
@@ -193,7 +122,7 @@ class _TrainStream(IterableDataset):
         buffers = (None if self.pool_flags is None
                    else WorkerBuffers(self.pool_flags, slot, generation, self.arena))
         reader = plan.reader_of_slot(slot, consumed)
-        skips = _Skips()
+        skips = Skips()
         videos = self._videos(reader, epoch, skips)
         try:
             for _ in range(plan.skipped_samples(reader, consumed)):
@@ -225,21 +154,24 @@ class _EvalStream(IterableDataset):
         indices = epoch_plan.eval_reader_shards(len(lay.shards), lay.rank, lay.world_size, reader,
                                                 self.readers)
         mine = [lay.shards[i] for i in indices]
-        skips = _Skips()
-        source = _ShardReader(cfg, mine, lay.num_classes, skips, self.peaks)
+        skips = Skips()
+        source = ShardReader(cfg, mine, lay.num_classes, skips, self.peaks)
         maker = ClipMaker(cfg.active_pathways, cfg.clip_len, cfg.intensity_definition, 0, cfg.pipeline,
                           cfg.max_persons, cfg.seed)
         builder = BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
-        for raw in source.raw():
-            video = source.decode(raw)
-            if video is None:
-                continue
+        full = None  # a full batch, held until a next video shows it is not the last (skips after it)
+        for video in source.videos():
+            if full is not None:
+                yield full.finish(skips.take())
+                full = None
             builder.add(video, maker.test(video, self.num_clips))
             if len(builder.keys) == cfg.batch_size:
-                yield builder.finish(skips.take())
-                builder = BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
-        if builder.keys:
-            yield builder.finish(skips.take())
+                full, builder = builder, BatchBuilder(cfg, cfg.batch_size, self.num_clips, self.flip_double)
+        last = full if full is not None else builder if builder.keys else None
+        if last is not None:
+            yield last.finish(skips.take())
+        elif skips.pending:  # no video to carry them: a wire with skips only (EvalLoader passes them on)
+            yield {"key": [], "skipped": skips.take(), "truncated": 0}
 
 
 # ------------------------------------------------------------------------------------ main process
@@ -268,7 +200,7 @@ def _dataloader(dataset: IterableDataset, cfg: LoaderConfig, num_workers: int) -
     workers = num_workers > 0
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity,
                       pin_memory=cfg.pin_memory, prefetch_factor=cfg.prefetch_factor if workers else None,
-                      persistent_workers=cfg.persistent_workers and workers)
+                      persistent_workers=cfg.persistent_workers and workers, worker_init_fn=init_worker)
 
 
 class TrainLoader:
@@ -283,10 +215,10 @@ class TrainLoader:
     def __init__(self, cfg: LoaderConfig, rank: int, world_size: int) -> None:
         self.cfg = cfg
         self.layout = _layout(cfg, rank, world_size)
-        counts = [s.num_samples for s in self.layout.shards]
+        counts = holdout.counts(cfg, self.layout.shards)  # a validation hold-out reads fewer
         self.plan = epoch_plan.train_plan(counts, world_size, cfg.num_workers, cfg.batch_size, cfg.split)
         self.state = LoaderState()
-        self.skips = SkipCounter()
+        self.skips, self.truncated = SkipCounter(), SkipCounter()  # truncated: persons a cap left out
         self._generation = 0
         self.recycled_batches = 0  # batches delivered in recycled worker buffers (shared_ring)
         # (epoch, batches consumed, generation = passes started), read by each worker when its pass starts
@@ -331,7 +263,7 @@ class TrainLoader:
         wires = iter(self._loader)
         if self._ledger is not None:
             self._ledger.recover(self._generation)
-        for wire in wires:
+        for wire in received(wires, f"rank {self.layout.rank} training loader, epoch {epoch}"):
             if self._ledger is not None:
                 self._ledger.collect()
                 if wire.get("pool") is not None:
@@ -339,7 +271,9 @@ class TrainLoader:
                     self.recycled_batches += 1
             self.state.batches_consumed += 1
             self.skips.add(wire["skipped"], epoch)
+            self.truncated.add(wire["truncated"], epoch)
             yield unpack(wire, self.cfg.pin_memory)
+        log_truncated(self.truncated.by_epoch.get(epoch, 0), self.cfg.max_persons, f"epoch {epoch}")
         if self.state.batches_consumed != len(self):
             got = self.state.batches_consumed - start
             raise RuntimeError(f"rank {self.layout.rank}: epoch {epoch} yielded {got} batches after {start}, "
@@ -363,10 +297,10 @@ class EvalLoader:
             log.warning("eval split %r: rank %d of %d gets no shard (%d shards)", cfg.split, rank, world_size,
                         len(self.layout.shards))
         self.readers = min(epoch_plan.num_readers(cfg.num_workers), max(1, len(mine)))
-        counts = [self.layout.shards[i].num_samples for i in mine]
+        counts = holdout.counts(cfg, [self.layout.shards[i] for i in mine])
         self._len = sum(epoch_plan.eval_batches(counts[w::self.readers], cfg.batch_size)
                         for w in range(self.readers))
-        self.skips = SkipCounter()
+        self.skips, self.truncated = SkipCounter(), SkipCounter()  # truncated: persons a cap left out
         workers = min(cfg.num_workers, self.readers)
         stream = _EvalStream(self.layout, self.readers, num_clips, flip_double)
         self._loader = _dataloader(stream, cfg, workers)
@@ -375,9 +309,22 @@ class EvalLoader:
         return self._len
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for wire in self._loader:
+        before = self.truncated.total
+        carried = 0  # skips of a worker that had no video left to put them on: they ride the next batch
+        for wire in received(iter(self._loader), f"rank {self.layout.rank} eval loader"):
             self.skips.add(wire["skipped"])
-            yield unpack(wire, self.cfg.pin_memory)
+            if not wire["key"]:
+                carried += wire["skipped"]
+                continue
+            self.truncated.add(wire["truncated"])
+            batch = unpack(wire, self.cfg.pin_memory)
+            batch["skipped"], carried = batch["skipped"] + carried, 0
+            yield batch
+        if carried:
+            log.warning("eval split %r: %d skipped sample(s) came after the last batch (a loader worker "
+                        "found no readable video); they are counted in the loader's skips only",
+                        self.cfg.split, carried)
+        log_truncated(self.truncated.total - before, self.cfg.max_persons, f"eval split {self.cfg.split!r}")
 
 
 def train_loader(cfg: LoaderConfig, rank: int, world_size: int) -> TrainLoader:

@@ -1,7 +1,8 @@
 """Stream the videos of a shard set: WebDataset tar members → raw samples → checked, decoded videos.
 
 This is the only place the loader touches bytes (the tar format itself is parsed by
-``intint.store.tar_reader``). Three failure classes, kept apart on purpose:
+``intint.store.tar_reader``, ``.npy`` members by ``intint.store.npy_reader``). Four failure
+classes, kept apart on purpose:
 
 * an **unreadable shard** (tar or intensity table missing, or not a tar at all) raises
   :class:`ShardUnavailable` naming the file; the loader turns it into an error, or a logged skip
@@ -9,8 +10,17 @@ This is the only place the loader touches bytes (the tar format itself is parsed
 * a **corrupt sample** (garbage ``.npy``, bad JSON, a missing member, shapes that disagree, no
   intensity row) raises :class:`CorruptSample` naming the key, the video and the field; the loader
   skips and counts it, so one bad video never stops a multi-day run;
-* a **truncated shard** (a tar that ends early, which Python's ``tarfile`` in stream mode reports as
-  a clean end) is noticed by comparing the samples read with the manifest's count.
+* a **truncated shard** (a tar that breaks, or stops without its end-of-archive marker, before the
+  manifest's count) counts its missing samples as skipped too;
+* a shard that **contradicts the manifest** (an intact tar holding more or fewer samples than its count,
+  or, with ``verify_checksums``, bytes whose SHA-256 is not the manifest's) raises :class:`ShardMismatch`
+  naming the shard: the manifest no longer describes the data, so the set must be restored or rebuilt.
+
+Nothing read is trusted: ``.npy`` members are plain float arrays of a fixed list of dtypes whose declared
+size is the bytes present (never ``np.load``, never a pickle), every decoded video is checked against the
+format (M×T×17×2 keypoints, M×T×17 scores, T = ``total_frames``), and the tar reader bounds member
+sizes. :func:`shard_videos` is the loader's entry point: one shard's checked videos, with the end-of-shard
+checks run before its last video is handed on.
 
 fsspec URLs: webdataset 1.0.2 opens only local paths, ``pipe:`` and a few curl/CLI schemes
 (docs/platform-notes.md §7), so importing this module registers an fsspec opener for every other
@@ -20,15 +30,11 @@ workers and Ray workers, which import the module, have it too.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import math
-import re
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, BinaryIO
 
 import fsspec
@@ -37,12 +43,16 @@ import pyarrow as pa
 import webdataset as wds
 from webdataset.gopen import gopen_schemes
 
+from intint.pose.skeleton import NUM_JOINTS
 from intint.store import shardio
-from intint.store.tar_reader import tar_samples
+from intint.store.npy_reader import NpyError, read_npy
+from intint.store.tar_reader import HashedStream, TarEnd, tar_samples
 
 log = logging.getLogger(__name__)
 
 MEMBERS: tuple[str, ...] = shardio.MEMBER_SUFFIXES  # ("keypoint.npy", "keypoint_score.npy", "json")
+_MEMBER_SET = frozenset(MEMBERS)
+_MAX_META = 1 << 20  # bytes of a sample's JSON metadata (a few hundred in practice)
 _LOCAL_PROTOCOLS = {"file", "local"}
 
 
@@ -80,6 +90,14 @@ class ShardUnavailable(OSError):
         return type(self), (str(self), self.delivered)
 
 
+class ShardMismatch(shardio.ShardFormatError):
+    """A shard's tar contradicts the manifest: its sample count, or (``ChecksumMismatch``) its SHA-256."""
+
+
+class ChecksumMismatch(ShardMismatch):
+    """A shard's tar bytes do not hash to the manifest's SHA-256 (``verify_checksums``)."""
+
+
 class CorruptSample(ValueError):
     """One video's members cannot be decoded or contradict each other."""
 
@@ -91,18 +109,23 @@ class CorruptSample(ValueError):
 
 @dataclass(frozen=True)
 class ShardRef:
-    """One shard of a split: its position in the manifest, its two files and its sample count."""
+    """One shard of a split: its position in the manifest, its two files, its sample count and the
+    manifest's SHA-256 of its tar (None: nothing to verify against)."""
 
     index: int
     tar: str
     arrow: str
     num_samples: int
+    sha256: str | None = None
 
 
 def shard_refs(url: str, split: str, manifest: shardio.Manifest | None = None) -> list[ShardRef]:
     """The shards of ``split`` in manifest order."""
-    return [ShardRef(i, tar, arrow, n)
-            for i, (tar, arrow, n) in enumerate(shardio.shard_urls(url, split, manifest))]
+    manifest = manifest or shardio.read_manifest(url)
+    urls = shardio.shard_urls(url, split, manifest)
+    digests = [entry.sha256.get("tar") for entry in manifest.splits[split].shards]
+    return [ShardRef(i, tar, arrow, n, digest)
+            for i, ((tar, arrow, n), digest) in enumerate(zip(urls, digests, strict=True))]
 
 
 @dataclass
@@ -122,42 +145,154 @@ class Video:
 # ------------------------------------------------------------------------------------ raw samples
 
 
-def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None]) -> Iterator[dict[str, Any]]:
+@dataclass
+class _Tally:
+    """What a shard's reader has seen so far."""
+
+    seen: int = 0  # samples yielded
+    whole: int = 0  # of them, samples with every member
+    last_key: str | None = None
+
+
+def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None], *,
+                verify: bool = False) -> Iterator[dict[str, Any]]:
     """Yield ``{"__key__", "__shard__", member: bytes, ...}`` per video of ``shard``, undecoded.
 
     Raises :class:`ShardUnavailable` when the tar cannot be opened, its first header is bad, or an
     I/O error cuts the stream (a transient storage failure is not corruption: it must not silently
-    drop data). A tar whose *content* breaks (bad header or data, duplicate member), or that ends
-    before the manifest's count, calls ``on_lost(n_missing, message)`` once and ends the shard.
+    drop data). A tar whose *content* breaks (bad header, implausible size, duplicate member), or that
+    stops without its end-of-archive marker before the manifest's count (a cut), calls
+    ``on_lost(n_missing, message)`` once and ends the shard; the whole samples before the damage are
+    yielded first. Raises :class:`ShardMismatch` when an intact tar
+    holds more samples with every member than the manifest's count (as soon as it reads one too many)
+    or ends at its marker with fewer. ``verify``: the bytes are hashed as they are read and, once the
+    tar was read to its end, compared with ``shard.sha256``: :class:`ChecksumMismatch` when they differ.
     """
     try:
         stream = wds.gopen(shard.tar, "rb")
     except Exception as exn:  # FileNotFoundError, PermissionError, "no gopen handler", network errors
         raise ShardUnavailable(f"shard {shard.tar}: cannot open ({type(exn).__name__}: {exn})") from exn
-    seen, last_key = 0, None
+    hashed = HashedStream(stream) if verify and shard.sha256 else None
+    tally, end = _Tally(), TarEnd()
     try:
-        for sample in tar_samples(stream, shard.tar):
-            seen += 1
-            last_key = sample["__key__"]
-            sample["__shard__"] = shard.index
-            yield sample
+        try:
+            for sample in tar_samples(hashed or stream, shard.tar, end, _MEMBER_SET):
+                tally.seen += 1
+                if _MEMBER_SET <= sample.keys():
+                    tally.whole += 1
+                    if tally.whole > shard.num_samples:
+                        raise ShardMismatch(f"shard {shard.tar}: holds more than the {shard.num_samples} "
+                                            "sample(s) the manifest lists; the manifest does not describe "
+                                            "this tar (restore the shard or rebuild the set)")
+                tally.last_key = sample["__key__"]
+                sample["__shard__"] = shard.index
+                yield sample
+            _check_count(shard, tally, end, on_lost)
+        except ShardMismatch:
+            raise
+        except (tarfile.TarError, EOFError, ValueError) as exn:
+            _broken(shard, tally, exn, on_lost)
+        if hashed is not None:
+            hashed.drain()
+            _check_digest(shard, hashed.hexdigest(), tally)
+    except ShardUnavailable:
+        raise
     except OSError as exn:
-        raise ShardUnavailable(f"shard {shard.tar}: read error after {seen} sample(s) "
-                               f"({type(exn).__name__}: {exn})", delivered=seen) from exn
-    except (tarfile.TarError, EOFError, ValueError) as exn:
-        if seen == 0:
-            raise ShardUnavailable(f"shard {shard.tar}: not a readable tar "
-                                   f"({type(exn).__name__}: {exn})") from exn
-        lost = max(1, shard.num_samples - seen)
-        on_lost(lost, f"shard {shard.tar}: tar broken after sample {last_key} "
-                      f"({type(exn).__name__}: {exn}); skipping its remaining {lost} sample(s)")
-        return
+        raise ShardUnavailable(f"shard {shard.tar}: read error after {tally.seen} sample(s) "
+                               f"({type(exn).__name__}: {exn})", delivered=tally.seen) from exn
     finally:
         stream.close()
-    if seen < shard.num_samples:
-        on_lost(shard.num_samples - seen,
-                f"shard {shard.tar}: ended after {seen} of {shard.num_samples} samples "
-                f"(last key {last_key}); counting {shard.num_samples - seen} as skipped")
+
+
+def _check_count(shard: ShardRef, tally: _Tally, end: TarEnd, on_lost: Callable[[int, str], None]) -> None:
+    """A tar read to its end: fewer samples than the manifest's count is a cut (no end-of-archive marker:
+    the missing ones count as lost) or a manifest that does not describe the tar (marker read: an error)."""
+    if tally.seen >= shard.num_samples:
+        return
+    if end.marker:
+        raise ShardMismatch(f"shard {shard.tar}: an intact tar of {tally.seen} sample(s), the manifest lists "
+                            f"{shard.num_samples}; the manifest does not describe this tar (restore the "
+                            "shard or rebuild the set)")
+    missing = shard.num_samples - tally.seen
+    on_lost(missing, f"shard {shard.tar}: ended after {tally.seen} of {shard.num_samples} samples "
+                     f"(last key {tally.last_key}); counting {missing} as skipped")
+
+
+def _broken(shard: ShardRef, tally: _Tally, exn: Exception, on_lost: Callable[[int, str], None]) -> None:
+    """The tar's content broke after ``tally.seen`` samples: count the rest as lost, or, when nothing of it
+    could be read, the shard is not a readable tar at all."""
+    if tally.seen == 0:
+        raise ShardUnavailable(f"shard {shard.tar}: not a readable tar "
+                               f"({type(exn).__name__}: {exn})") from exn
+    lost = shard.num_samples - tally.seen
+    message = f"shard {shard.tar}: tar broken after sample {tally.last_key} ({type(exn).__name__}: {exn})"
+    if lost > 0:
+        on_lost(lost, f"{message}; skipping its remaining {lost} sample(s)")
+    else:
+        log.warning("%s; every sample of it had been read", message)
+
+
+def _check_digest(shard: ShardRef, digest: str, tally: _Tally) -> None:
+    if digest != shard.sha256:
+        raise ChecksumMismatch(f"shard {shard.tar}: its SHA-256 is {digest[:16]}…, the manifest's "
+                               f"{str(shard.sha256)[:16]}…: the tar changed since the build "
+                               f"({tally.seen} of its samples were read)")
+
+
+def shard_videos(shard: ShardRef, num_classes: int, peaks: dict[str, int] | None,
+                 on_skip: Callable[[int, str], None], *, verify: bool = False,
+                 keep: Container[str] | None = None) -> Iterator[Video]:
+    """The checked videos of one shard in tar order (``decode``), corrupt or lost ones reported to
+    ``on_skip(n, message)`` and left out; ``keep``: only the samples whose key it holds (the others are
+    dropped, undecoded unless ``verify`` needs to know whether they are damaged).
+
+    Each video is handed on only once the next sample was read, so the end-of-shard checks of
+    :func:`raw_samples` (the count, and with ``verify`` the SHA-256) always run before the shard's last
+    video is delivered: a reader that stops right after it cannot miss them.
+
+    The checksum rule (``verify``), since the videos delivered before the shard's end cannot be recalled:
+    when the damage already showed sample by sample (a sample of this shard was skipped as corrupt or
+    lost), those are counted as usual and the mismatch is only logged; otherwise the damage decoded
+    cleanly (a changed coordinate or label, another shard in its place) and :class:`ChecksumMismatch`
+    is raised naming the shard: the set no longer is its build and must be restored or rebuilt.
+    """
+    damaged = 0
+
+    def skip(n: int, message: str) -> None:
+        nonlocal damaged
+        damaged += n
+        on_skip(n, message)
+
+    held: Video | None = None
+    try:
+        for raw in raw_samples(shard, skip, verify=verify):
+            wanted = keep is None or raw["__key__"] in keep
+            if not (wanted or verify):
+                continue
+            try:
+                video = decode(raw, shard.tar, num_classes, peaks)
+            except CorruptSample as exn:
+                if wanted:
+                    skip(1, str(exn))
+                else:  # not this loader's sample: only the checksum rule needs to know it is damaged
+                    damaged += 1
+                continue
+            if not wanted:
+                continue
+            if held is not None:
+                yield held
+            held = video
+    except ChecksumMismatch as exn:
+        if not damaged:
+            raise ChecksumMismatch(f"{exn}; no sample of it failed its checks, so some were delivered "
+                                   "with changed content: restore the shard or rebuild the set") from None
+        log.warning("%s; its %d damaged sample(s) are skipped and counted", exn, damaged)
+    except ShardUnavailable:
+        if held is not None:
+            yield held  # read whole before the I/O error: deliver it, the rest counts as lost
+        raise
+    if held is not None:
+        yield held
 
 
 # ------------------------------------------------------------------------------------ intensity
@@ -182,65 +317,22 @@ def read_peaks(shard: ShardRef, column: str) -> dict[str, int]:
 # ------------------------------------------------------------------------------------ decode
 
 
-_NPY_MAGIC = b"\x93NUMPY"
-# The header np.save writes for a plain array: a fixed-order dict literal padded with spaces.
-_NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[fiu][1248])', 'fortran_order': (True|False), "
-                         r"'shape': \(((?:\d+, ?)*\d*)\), \}[ ]*\n?")
-
-
-def _npy_fast(data: bytes | memoryview) -> np.ndarray | None:
-    """Decode an ``np.save`` array of a plain numeric dtype without ``np.load``; None if unusual.
-
-    ``np.load`` parses the header with ``ast.literal_eval``, and CPython 3.11's AST constructor keeps
-    its recursion counter per interpreter, not per thread (cpython#106905): in a DataLoader worker,
-    whose queue feeder thread runs beside the decoding thread, it occasionally fails a valid array
-    with "SystemError: AST constructor recursion depth mismatch". A regex on the fixed header format
-    avoids it (and is several times faster); no object dtype can get through.
-    """
-    if data[:6] != _NPY_MAGIC or len(data) < 10:
-        return None
-    major = data[6]
-    if major == 1:
-        end = 10 + int.from_bytes(data[8:10], "little")
-    elif major in (2, 3):
-        end = 12 + int.from_bytes(data[8:12], "little")
-    else:
-        return None
-    layout = _npy_layout(bytes(data[:end]))  # bytes: a cached view would pin its whole read chunk
-    if layout is None:
-        return None
-    dtype, shape, order, count = layout
-    return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape, order=order)
-
-
-@lru_cache(maxsize=4096)
-def _npy_layout(preamble: bytes) -> tuple[np.dtype, tuple[int, ...], str, int] | None:
-    """(dtype, shape, order, element count) of an ``.npy`` preamble (magic, version, length, header), or
-    None for a header the fast path does not take. Cached: a shard set's arrays share few distinct
-    headers (one per person count × length), and parsing one cost more than reading its array."""
-    match = _NPY_HEADER.fullmatch(preamble[12 if preamble[6] in (2, 3) else 10:].decode("latin1"))
-    if match is None:
-        return None
-    descr, fortran, dims = match.groups()
-    shape = tuple([int(d) for d in dims.split(",") if d.strip()])
-    return np.dtype(descr), shape, "F" if fortran == "True" else "C", math.prod(shape)
+_npy_fast = read_npy  # the name the reader's tests know it by
 
 
 def _npy(data: bytes | memoryview, shard: str, key: str, frame_dir: str, field: str) -> np.ndarray:
+    """A float array member in the native byte order (``npy_reader``: never unpickling, size checked)."""
     try:
-        arr = _npy_fast(data)
-        if arr is None:  # another header layout: the library reader, still without unpickling
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exn:  # ValueError (pickled/object array, bad header, short data), EOFError, OSError
-        raise CorruptSample(shard, key, frame_dir, field, f"not a plain .npy array ({exn})") from exn
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
-        got = getattr(arr, "dtype", type(arr).__name__)
-        raise CorruptSample(shard, key, frame_dir, field, f"expected a float array, got {got}")
-    return arr
+        arr = read_npy(data)
+    except NpyError as exn:
+        raise CorruptSample(shard, key, frame_dir, field, f"not a plain float .npy array ({exn})") from exn
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _meta(raw: dict[str, Any], shard: str, key: str) -> tuple[str, int, int, tuple[int, int]]:
     try:
+        if len(raw["json"]) > _MAX_META:
+            raise ValueError(f"{len(raw['json'])} bytes, more than {_MAX_META}")
         meta = json.loads(bytes(raw["json"]))  # a memoryview from the tar reader
         frame_dir = str(meta["frame_dir"])
     except Exception as exn:
@@ -258,7 +350,9 @@ def _meta(raw: dict[str, Any], shard: str, key: str) -> tuple[str, int, int, tup
 
 
 def decode(raw: dict[str, Any], shard_url: str, num_classes: int, peaks: dict[str, int] | None) -> Video:
-    """Decode and check one raw sample (``np.load`` with ``allow_pickle=False``, never unpickling).
+    """Decode and check one raw sample (``npy_reader``: float arrays only, never unpickling): the members
+    are all there, keypoints M×T×17×2 with M, T >= 1, scores M×T×17, T = ``total_frames``, the label a
+    class and the peak a frame; :class:`CorruptSample` naming the sample and field otherwise.
 
     ``peaks`` is the shard's key → peak map when the intensity pathway needs it, else None.
     """
@@ -271,8 +365,9 @@ def decode(raw: dict[str, Any], shard_url: str, num_classes: int, peaks: dict[st
         raise CorruptSample(shard_url, key, frame_dir, missing[0], "member missing")
     kp = _npy(raw["keypoint.npy"], shard_url, key, frame_dir, "keypoint")
     score = _npy(raw["keypoint_score.npy"], shard_url, key, frame_dir, "keypoint_score")
-    if kp.ndim != 4 or kp.shape[-1] != 2 or kp.shape[0] < 1 or kp.shape[1] < 1:
-        raise CorruptSample(shard_url, key, frame_dir, "keypoint", f"expected M×T×V×2, got shape {kp.shape}")
+    if kp.ndim != 4 or kp.shape[2:] != (NUM_JOINTS, 2) or kp.shape[0] < 1 or kp.shape[1] < 1:
+        raise CorruptSample(shard_url, key, frame_dir, "keypoint",
+                            f"expected M×T×{NUM_JOINTS}×2 (M, T >= 1), got shape {kp.shape}")
     if score.shape != kp.shape[:-1]:
         raise CorruptSample(shard_url, key, frame_dir, "keypoint_score",
                             f"shape {score.shape} does not match keypoint's M×T×V {kp.shape[:-1]}")
@@ -290,32 +385,3 @@ def decode(raw: dict[str, Any], shard_url: str, num_classes: int, peaks: dict[st
         if not 0 <= peak < total:
             raise CorruptSample(shard_url, key, frame_dir, "intensity", f"peak {peak} outside [0, {total})")
     return Video(key, frame_dir, label, kp, score, img_shape, peak, shard_url)
-
-
-# ------------------------------------------------------------------------------------ shuffle
-
-
-def shuffled(items: Iterable[dict[str, Any]], bufsize: int,
-             rng: np.random.Generator) -> Iterator[dict[str, Any]]:
-    """A seeded sample shuffle buffer (as ``webdataset.shuffle``, but with our own Generator).
-
-    The buffer holds raw (undecoded) samples, so it costs bytes, not decoded arrays; each incoming
-    item swaps with a random slot once the buffer is full. ``bufsize <= 1`` keeps the order. The raw
-    members are views of the tar reader's 256 KB chunks, so a chunk stays in memory while any of its
-    samples waits here: at most ``bufsize`` chunks, a few dozen in practice (measured RSS per worker
-    in docs/benchmarks.md).
-    """
-    if bufsize <= 1:
-        yield from items
-        return
-    buf: list[dict[str, Any]] = []
-    for item in items:
-        if len(buf) < bufsize:
-            buf.append(item)
-            continue
-        j = int(rng.integers(bufsize))
-        buf[j], item = item, buf[j]
-        yield item
-    order = rng.permutation(len(buf))
-    for j in order:
-        yield buf[j]

@@ -8,12 +8,18 @@ pass per chunk, and no copy of the member's bytes (the arrays decoded from them 
 
 It handles ustar (with prefix), GNU long names and pax ``path`` records, and skips directories, links
 and webdataset meta files. Unlike ``tarfile`` in stream mode, which ends the archive quietly at a bad
-header, a bad checksum or short data raises ``tarfile.ReadError``. Checked against webdataset's reader
-on the same tars (tests).
+header, a bad checksum, an implausible size or short data raises ``tarfile.ReadError``, after the members
+(and the part of a sample) before the damage. Checked against webdataset's reader on the same tars (tests).
+
+The reader trusts nothing it reads: a member size is bounded (``MAX_MEMBER``), a member longer than a chunk
+is read in one call (no re-copying of a growing buffer), and ``TarEnd`` tells an archive that ended at its
+end-of-archive marker from one that just stopped (a cut at a member boundary). ``HashedStream`` hashes the
+bytes as the reader takes them, so a shard's SHA-256 costs no second read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tarfile
 from collections.abc import Generator, Iterator
@@ -25,6 +31,7 @@ import numpy as np
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _CHUNK = 1 << 18  # bytes read at a time (64 KB and 1 MB both measured slower: benchmarks/bench_read.py)
+MAX_MEMBER = 1 << 30  # a larger member size field is damage (a video's array is kilobytes to megabytes)
 _REGULAR = (b"0", b"\0", b"7")  # regular file (and contiguous file, which readers treat alike)
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: names like __index__ are not samples
 # Header checksum: the sum of all 512 bytes with the checksum field (148:156) counted as spaces.
@@ -32,6 +39,41 @@ _CHECKSUM_WEIGHTS = np.ones(_BLOCK, dtype=np.int64)
 _CHECKSUM_WEIGHTS[148:156] = 0
 
 Member = tuple[str, memoryview]  # (name, data)
+
+
+@dataclass
+class TarEnd:
+    """How a tar stream ended, filled in by the reader: ``marker`` is True once the end-of-archive blocks
+    were read (the archive is whole), False while the bytes simply stopped (possibly a cut)."""
+
+    marker: bool = False
+
+
+class HashedStream:
+    """A binary stream whose bytes are SHA-256-hashed as they are read (``read`` only, as the reader needs).
+
+    ``drain`` reads and hashes whatever the reader left (the padding after the end-of-archive marker), so
+    ``hexdigest`` is the whole file's.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def _number(field: bytes | memoryview) -> int:
@@ -49,6 +91,8 @@ def _pax_path(data: bytes | memoryview) -> str | None:
     while pos < len(data):
         space = data.index(b" ", pos)
         length = int(data[pos:space])
+        if length <= space - pos:  # a record holds at least its length and a space: no loop on damage
+            raise ValueError(f"bad pax record length {length}")
         key, _, value = data[space + 1:pos + length - 1].partition(b"=")
         if key == b"path":
             return value.decode("utf-8")
@@ -82,7 +126,8 @@ class _Scan:
     heads: list[tuple[int, int]]  # (header offset, member size) of the whole members in the buffer
     pos: int  # where the first header not taken starts
     end: bool = False  # the end-of-archive marker was reached
-    broken: str | None = None  # an unreadable size field (its header is the last of ``heads``)
+    broken: str | None = None  # an unreadable or implausible size field (its header is the last of ``heads``)
+    need: int = 0  # bytes still missing for the member cut by the end of the buffer
 
 
 def _scan_headers(data: bytes, done: bool, url: str) -> _Scan:
@@ -100,15 +145,17 @@ def _scan_headers(data: bytes, done: bool, url: str) -> _Scan:
             size = _number(data[pos + 124:pos + 136])
         except ValueError:
             size = -1
-        if size < 0:
+        if not 0 <= size <= MAX_MEMBER:
             heads.append((pos, 0))  # its checksum decides which error is raised
             field = bytes(data[pos + 124:pos + 136])
-            return _Scan(heads, pos, broken=f"{url}: unreadable size field {field!r}")
+            what = "unreadable" if size < 0 else f"over the limit of {MAX_MEMBER} bytes in a"
+            return _Scan(heads, pos, broken=f"{url}: {what} size field {field!r}")
         padded = _BLOCK + -(-size // _BLOCK) * _BLOCK
         if len(data) - pos < (padded if not done else _BLOCK + size):
             if size > _CHUNK and _check_headers(data, [pos]) == 0:  # do not wait for a bogus size
                 heads.append((pos, 0))
-            break
+                break
+            return _Scan(heads, pos, need=pos + padded - len(data))
         heads.append((pos, size))
         pos += padded
     return _Scan(heads, pos)
@@ -140,15 +187,16 @@ def _regular_members(data: bytes, heads: list[tuple[int, int]],
     return long_name
 
 
-def tar_members(stream: BinaryIO, url: str) -> Iterator[Member]:
+def tar_members(stream: BinaryIO, url: str, end: TarEnd | None = None) -> Iterator[Member]:
     """``(name, data)`` of every regular file of a tar stream, data a zero-copy view of the bytes read.
 
-    Raises ``tarfile.ReadError`` (naming ``url``) on a bad header checksum, an unreadable size field,
-    or data that ends inside a member or header; the members before the damage are delivered first.
+    Raises ``tarfile.ReadError`` (naming ``url``) on a bad header checksum, an unreadable or implausible
+    size field, or data that ends inside a member or header; the members before the damage are delivered
+    first. ``end.marker`` is set when the end-of-archive marker is reached.
     """
-    data, pos, long_name, done = b"", 0, None, False
+    data, pos, need, long_name, done = b"", 0, 0, None, False
     while not done:
-        more = stream.read(_CHUNK)
+        more = stream.read(max(_CHUNK, need))  # a member longer than a chunk: the rest of it in one read
         data = data[pos:] + more
         done = not more
         scan = _scan_headers(data, done, url)
@@ -160,32 +208,46 @@ def tar_members(stream: BinaryIO, url: str) -> Iterator[Member]:
         if scan.broken:
             raise tarfile.ReadError(scan.broken)
         if scan.end:
+            if end is not None:
+                end.marker = True
             return
-        pos = scan.pos
+        pos, need = scan.pos, scan.need
         if done and pos < len(data):
             raise tarfile.ReadError(f"{url}: " + ("truncated header" if len(data) - pos < _BLOCK
                                                   else "unexpected end of data"))
 
 
-def tar_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
+def tar_samples(stream: BinaryIO, url: str, end: TarEnd | None = None,
+                whole: frozenset[str] | None = None) -> Iterator[dict[str, Any]]:
     """A tar's members grouped into samples ``{"__key__", "__url__", suffix: data}``, as webdataset's
     ``group_by_keys(tar_file_iterator(...))`` groups them (key = the name up to the first dot of its
     base name, suffix lower-cased, a repeated suffix within a sample is a ``ValueError``), with
     zero-copy ``memoryview`` data.
+
+    ``whole``: the suffixes a complete sample has. When the tar breaks right after a complete sample
+    (the damage is in the next one's first header), that sample is yielded before the error, so damage
+    costs only the samples it touches; without ``whole`` (or when the sample misses a member, or repeats
+    one) it is not. ``end`` as in ``tar_members``.
     """
     sample: dict[str, Any] | None = None
-    for name, data in tar_members(stream, url):
-        slash = name.rfind("/")
-        dot = name.find(".", slash + 1)
-        if dot <= slash + 1:  # no dot in the base name, or a leading one: not part of a sample
-            continue
-        key, suffix = name[:dot], name[dot + 1:].lower()
-        if sample is None or key != sample["__key__"]:
-            if sample is not None:
-                yield sample
-            sample = {"__key__": key, "__url__": url}
-        if suffix in sample:
-            raise ValueError(f"{name}: duplicate file name in tar file {suffix} {sample.keys()}")
-        sample[suffix] = data
+    try:
+        for name, data in tar_members(stream, url, end):
+            slash = name.rfind("/")
+            dot = name.find(".", slash + 1)
+            if dot <= slash + 1:  # no dot in the base name, or a leading one: not part of a sample
+                continue
+            key, suffix = name[:dot], name[dot + 1:].lower()
+            if sample is None or key != sample["__key__"]:
+                if sample is not None:
+                    yield sample
+                sample = {"__key__": key, "__url__": url}
+            if suffix in sample:
+                sample = None
+                raise ValueError(f"{url}: {name}: duplicate file name in tar file (suffix {suffix!r})")
+            sample[suffix] = data
+    except (tarfile.ReadError, ValueError):  # ValueError: also a name that is not UTF-8
+        if sample is not None and whole is not None and whole <= sample.keys():
+            yield sample
+        raise
     if sample is not None:
         yield sample

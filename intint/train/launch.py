@@ -9,7 +9,8 @@ and in the worker loop). The ablation and the demo never import Ray themselves: 
 Ray layout (docs/platform-notes.md §1b-§6): a `TorchTrainer` with one worker per GPU (gloo on CPU), each
 running `intint.train.loop.train_loop_per_worker`. A crashed worker group restarts from the last
 checkpoint (`FailureConfig`), and re-running with the same name and storage path resumes the run (V2
-auto-resume). After `fit`, the workers' `results.json` is copied into the best checkpoint's folder.
+auto-resume). Ray keeps the newest checkpoints, so the last epoch's always survives (it also holds the
+best epoch's weights, `intint.train.loop`); after `fit`, the workers' `results.json` is copied into it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from intint.config import TrainConfig, with_env_overrides
+from intint.config import TrainConfig, check_launchable, with_env_overrides
 from intint.eval.distributed import flat_metrics
 from intint.eval.metrics import write_results
 from intint.model import checkpoint
-from intint.store import fsio
+from intint.store import fsio, shardio
 from intint.train import loop
 from intint.train.logs import configure_logging
-from intint.train.loop import SCORE_ATTRIBUTE, results_url, run_folder
+from intint.train.loop import results_url, run_folder
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -159,10 +160,12 @@ def _absolute(url: str) -> str:
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """The config as the workers get it: env overrides applied, local paths absolute, shards required."""
+    """The config as the workers get it: env overrides applied, local paths absolute, shards required,
+    and the refusals of `intint.config.check_launchable` (HMDB51 without weights), all before Ray starts."""
     cfg = with_env_overrides(cfg)
     if not cfg.shards:
         raise ValueError("--shards is required: the shard-set URL built by `intint build-shards`")
+    check_launchable(cfg)
     return dataclasses.replace(cfg, shards=_absolute(cfg.shards), storage_path=_absolute(cfg.storage_path),
                                pretrained=_absolute(cfg.pretrained) if cfg.pretrained else None)
 
@@ -190,30 +193,29 @@ def make_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TorchTraine
             name=cfg.name,
             storage_path=cfg.storage_path,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE_ATTRIBUTE,
-                                               checkpoint_score_order="max"),
+            # The newest two: the last epoch's is what a run tests (or holds the best weights it tests).
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),
         ),
     )
 
 
 def publish_results(result: Result, cfg: TrainConfig) -> str:
-    """Copy the run folder's results.json into the best checkpoint's folder; returns the run-folder URL.
+    """Copy the run folder's results.json into the last checkpoint's folder; returns the run-folder URL.
 
-    The best checkpoint is the one of the epoch the workers tested (same ranking as Ray's: fused top-1,
-    ties to the later epoch).
+    The last checkpoint holds the tested weights: its own epoch's (`select="last"`), or the best epoch's
+    as `best_model` (`select="best"`); results.json's `tested` says which.
     """
     url = results_url(cfg)
     results = json.loads(fsio.read_bytes(url))
-    best_epoch = results["meta"]["best_epoch"]
-    candidates = [c for c, m in (result.best_checkpoints or []) if m.get("epoch") == best_epoch]
-    if not candidates:
-        log.warning("warning: the epoch %s checkpoint is not retained; results only in %s", best_epoch, url)
+    if result.checkpoint is None:
+        log.warning("warning: Ray returned no checkpoint; results only in %s", url)
         return url
-    beside = fsio.join(fsio.join(run_folder(cfg), os.path.basename(candidates[-1].path.rstrip("/"))),
+    beside = fsio.join(fsio.join(run_folder(cfg), os.path.basename(result.checkpoint.path.rstrip("/"))),
                        checkpoint.RESULTS_FILE)
     write_results(results, beside)
-    log.info("test metrics: %s", json.dumps(flat_metrics(results, "")))
+    log.info("test metrics (%s weights of epoch %s): %s", results["tested"]["weights"],
+             results["tested"]["epoch"], json.dumps(flat_metrics(results, "")))
     log.info("results: %s and %s", url, beside)
     return url
 
@@ -221,11 +223,12 @@ def publish_results(result: Result, cfg: TrainConfig) -> str:
 def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Result:
     """Train `cfg` on Ray Train (starting a local Ray when no cluster is given) and publish its results.
 
-    Returns Ray's `Result`; the test metrics are at `results_url(cfg)` and beside the best checkpoint.
+    Returns Ray's `Result`; the test metrics are at `results_url(cfg)` and beside the last checkpoint.
     `callbacks` (`ray.train.UserCallback`, e.g. `history_callback`) see every report.
     Raises `ray.train.WorkerGroupError` when training fails more than `max_failures` times.
     """
     cfg = resolve(cfg)
+    shardio.read_manifest(cfg.shards)  # a missing or broken shard set fails here, once, before Ray starts
     start_ray(num_cpus=local_cpus(cfg), env=worker_env())
     result = make_trainer(cfg, callbacks).fit()
     publish_results(result, cfg)

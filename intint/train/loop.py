@@ -7,9 +7,14 @@ head, loss, SGD state, LR schedule and gradient clipping, so the result equals t
 
 Every rank streams its share of the shards through `intint.loader.streams`, calls `ray.train.report`
 once per epoch (it is a barrier) and rank 0 attaches the checkpoint. A restarted worker group resumes
-from the last checkpoint (`resume`). Validation runs every epoch on every rank's share; at the end the
-best weights (by fused validation top-1) are tested with the test views and rank 0 writes `results.json`
-into the run folder. Starting Ray and the `TorchTrainer` that runs this loop is `intint.train.launch`.
+from the last checkpoint (`resume`). When the run has a validation set (`data.validation_split`: a val
+split, or videos held out of train) it is evaluated every epoch on every rank's share. At the end the
+weights `select` names are tested with the test views: the last epoch's (the reference's protocol), or
+the best epoch's by fused validation top-1, which only a validation set disjoint from the test split may
+pick (`intint.train.protocol`). Rank 0 writes `results.json` into the run folder, with a `tested` record
+of the epoch, the weights and the split that chose them. Every checkpoint holds its own epoch's weights
+and, once a later epoch was saved, the best epoch's too (`best_model`), so the newest one serves both.
+Starting Ray and the `TorchTrainer` that runs this loop is `intint.train.launch`.
 
 The worker body is a sequence of named steps: `build_worker` (model, loaders, optimisers), `resume`
 (checkpoint or pretrained weights), `start_training` (DDP wrapper, validation loader, tracking),
@@ -34,6 +39,7 @@ from intint.eval.distributed import (
     all_gather,
     autocast,
     evaluate_split,
+    evaluate_test,
     flat_metrics,
     model_inputs,
     selection_score,
@@ -43,12 +49,14 @@ from intint.eval.models import build_model, load_pretrained, num_classes_of
 from intint.model import checkpoint
 from intint.model.slowonly import TwoPathwayModel, to_channels_last
 from intint.store import fsio
+from intint.train.determinism import make_reproducible
 from intint.train.optim import build_optimizer, build_scheduler
+from intint.train.protocol import Progress, protocol_line, record_tested
 from intint.train.tracking import ProgressMeter, Tracker, format_progress
 
 log = logging.getLogger(__name__)
 
-SCORE_ATTRIBUTE = "fused_top1"  # checkpoints are ranked by fused validation top-1 (one pathway: its top-1)
+SCORE_ATTRIBUTE = "fused_top1"  # the validation score an epoch reports (one pathway: its top-1)
 FAILURE_MARKER = "injected_failure.json"  # written by the fault injection so it fires once per run
 
 
@@ -70,17 +78,6 @@ def wandb_dir(cfg: TrainConfig) -> str:
     if fsio.is_local(cfg.storage_path):
         return run_folder(cfg)
     return os.environ.get("WANDB_DIR") or os.path.expanduser(f"~/.cache/intint/wandb/{cfg.name}")
-
-
-@dataclass
-class Progress:
-    """Where a run stands; saved in every checkpoint so a restart continues the epoch count and best."""
-
-    next_epoch: int = 0
-    global_step: int = 0
-    best_epoch: int = -1
-    best_score: float = -1.0
-    resumes: int = 0
 
 
 def train_step(net: torch.nn.Module, model: TwoPathwayModel, batch: Mapping[str, Any],
@@ -190,7 +187,7 @@ def resume(w: Worker, restored: Any) -> None:
             w.schedulers[p].load_state_dict(saved["schedulers"][p])
         w.progress = Progress(**saved["progress"])
         w.progress.resumes += 1
-        w.best_state = saved.get("best_model") or saved["model"]
+        w.best_state = saved.get("best_model") or (saved["model"] if w.progress.best_epoch >= 0 else None)
         if w.rank == 0:
             log.info("resumed from the epoch %s checkpoint (restart %d)", saved["epoch"], w.progress.resumes)
     elif w.cfg.pretrained:
@@ -211,8 +208,9 @@ def start_training(w: Worker) -> None:
         w.model, move_to_device=False,
         parallel_strategy_kwargs={"forward_sync_buffers": False, "find_unused_parameters": False})
     w.step_fn = torch.compile(net) if cfg.compile else net
-    val_cfg = loader_config(cfg, cfg.data.val_split, train=False)
-    w.val_loader = streams.eval_loader(val_cfg, w.rank, w.world, num_clips=1, flip_double=False)
+    if cfg.data.validation_split is not None:
+        val_cfg = loader_config(cfg, cfg.data.validation_split, train=False)
+        w.val_loader = streams.eval_loader(val_cfg, w.rank, w.world, num_clips=1, flip_double=False)
     global_batch = cfg.batch_size * w.world
     w.tracker = Tracker.start(rank=w.rank, requested_mode=cfg.wandb, project=cfg.wandb_project, name=cfg.name,
                               local_dir=wandb_dir(cfg), group=cfg.wandb_group,
@@ -222,6 +220,7 @@ def start_training(w: Worker) -> None:
         log.info("%d workers x batch %d = global batch %d; lr %s x %d/%d = %.6g; %d steps/pass x %d "
                  "passes/epoch; pathways %s", w.world, cfg.batch_size, global_batch, cfg.optim.lr,
                  global_batch, cfg.optim.base_batch, w.lr, w.steps_per_pass, cfg.repeat, w.model.pathways)
+        log.info("%s", protocol_line(cfg, w.device.type))
     w.meter = ProgressMeter(cfg.log_every, w.world, w.device)
 
 
@@ -251,53 +250,79 @@ def train_epoch(w: Worker, epoch: int) -> tuple[dict[str, float], int]:
     return meter.epoch_figures(), skipped
 
 
+def validate(w: Worker, epoch: int) -> dict[str, Any]:
+    """Evaluate the validation set on every rank's share (none: {}) and keep the best weights when it may
+    select them (disjoint from the test split); returns the epoch's validation metrics for the report."""
+    cfg, progress = w.cfg, w.progress
+    if w.val_loader is None:
+        return {}
+    val = evaluate_split(w.model, cfg, cfg.data.validation_split, rank=w.rank, world_size=w.world,
+                         device=w.device, num_classes=w.num_classes, num_clips=1, flip=False,
+                         loader=w.val_loader)
+    score = selection_score(val)
+    if cfg.data.selection_split is not None and progress.observe(epoch, score):
+        w.best_state = _cpu_state(w.model)
+    if w.rank == 0:
+        top1s = ", ".join(f"{k}={v:.4f}" for k, v in flat_metrics(val, "").items() if "top1" in k)
+        log.info("epoch %d: validation (%s) fused/selection top1 %.4f (%s)", epoch, cfg.data.validation_split,
+                 score, top1s)
+    return {SCORE_ATTRIBUTE: score, **flat_metrics(val, "val_"),
+            "val_num_samples": val["meta"]["num_samples"]}
+
+
 def validate_and_report(w: Worker, epoch: int, epoch_figures: dict[str, float], skipped: int) -> None:
-    """Validate on every rank's share, keep the best weights, log the epoch and report it to Ray with the
-    checkpoint (a barrier on every rank)."""
+    """Validate (when the run has a validation set), log the epoch and report it to Ray with the checkpoint
+    (a barrier on every rank)."""
     cfg, progress = w.cfg, w.progress
     total_skipped = sum(all_gather(skipped))
-    val = evaluate_split(w.model, cfg, cfg.data.val_split, rank=w.rank, world_size=w.world, device=w.device,
-                         num_classes=w.num_classes, num_clips=1, flip=False, loader=w.val_loader)
-    score = selection_score(val)
-    if score >= progress.best_score:  # ties go to the later epoch, as Ray ranks them
-        progress.best_score, progress.best_epoch = score, epoch
-        w.best_state = _cpu_state(w.model)
+    val = validate(w, epoch)
     progress.next_epoch = epoch + 1
-    metrics = {"epoch": epoch, SCORE_ATTRIBUTE: score, **flat_metrics(val, "val_"),
-               **{k.replace("/", "_"): v for k, v in epoch_figures.items()},
+    metrics = {"epoch": epoch, **val, **{k.replace("/", "_"): v for k, v in epoch_figures.items()},
                "skipped": total_skipped, "lr": _current_lr(w.optimizers), "global_step": progress.global_step,
                "best_epoch": progress.best_epoch, "resumes": progress.resumes}
     if w.rank == 0:
-        top1s = ", ".join(f"{k}={v:.4f}" for k, v in flat_metrics(val, "").items() if "top1" in k)
-        log.info("epoch %d done: val fused/selection top1 %.4f (%s) %.1f samples/s, data wait %s, skipped %d",
-                 epoch, score, top1s, epoch_figures["train/samples_per_s"],
-                 f"{epoch_figures['train/data_wait_share']:.0%}", total_skipped)
-        w.tracker.log({**epoch_figures, **flat_metrics(val, "val/"), "val/selection_top1": score,
-                       "data/skipped_samples": total_skipped, "epoch": epoch}, progress.global_step)
+        log.info("epoch %d done: %.1f samples/s, data wait %s, skipped %d", epoch,
+                 epoch_figures["train/samples_per_s"], f"{epoch_figures['train/data_wait_share']:.0%}",
+                 total_skipped)
+        tracked = {f"val/{k.removeprefix('val_')}": v for k, v in val.items() if k.startswith("val_")}
+        if SCORE_ATTRIBUTE in val:
+            tracked["val/selection_top1"] = val[SCORE_ATTRIBUTE]
+        w.tracker.log({**epoch_figures, **tracked, "data/skipped_samples": total_skipped, "epoch": epoch},
+                      progress.global_step)
     state = {"epoch": epoch, "model": w.model.state_dict(), "num_classes": w.num_classes, "lr_used": w.lr,
              "optimizers": {p: o.state_dict() for p, o in w.optimizers.items()},
              "schedulers": {p: s.state_dict() for p, s in w.schedulers.items()},
              "loader": w.train_loader.state_dict(), "progress": dataclasses.asdict(progress)}
-    if progress.best_epoch != epoch:
+    if w.best_state is not None and progress.best_epoch != epoch:
         state["best_model"] = w.best_state
     _report(metrics, state, cfg, w.rank)
 
 
+def tested_weights(w: Worker) -> dict[str, Any]:
+    """Load the weights `select` names into the model (the last epoch's are there already: trained just
+    now, or restored from the last checkpoint); returns their `tested` record (`protocol.record_tested`)."""
+    tested = record_tested(w.cfg, w.progress)
+    if tested["weights"] == "best":
+        if w.best_state is None:
+            raise RuntimeError(f"run {w.cfg.name}: select=best, but no checkpoint holds the best weights")
+        w.model.load_state_dict(w.best_state)
+    return tested
+
+
 def final_test(w: Worker) -> None:
-    """Test the best epoch's weights with the test views; rank 0 writes results.json into the run folder."""
+    """Test the weights `select` names with the test views; rank 0 writes results.json into the run folder."""
     cfg, progress = w.cfg, w.progress
-    if w.best_state is None:
-        raise RuntimeError(f"run {cfg.name}: no epoch was trained and no checkpoint holds weights")
-    w.model.load_state_dict(w.best_state)
-    test = evaluate_split(w.model, cfg, cfg.data.test_split, rank=w.rank, world_size=w.world, device=w.device,
-                          num_classes=w.num_classes, num_clips=cfg.eval_num_clips, flip=cfg.eval_flip)
-    test["meta"].update(best_epoch=progress.best_epoch, epochs=cfg.epochs, resumes=progress.resumes,
-                        run=cfg.name)
+    tested = tested_weights(w)
+    test = evaluate_test(w.model, cfg, rank=w.rank, world_size=w.world, device=w.device,
+                         num_classes=w.num_classes)
+    test["tested"] = tested
+    test["meta"].update(epochs=cfg.epochs, resumes=progress.resumes, run=cfg.name, precision=cfg.precision)
     if w.rank == 0:
         write_results(test, results_url(cfg))
-        log.info("test (%s, best epoch %d): %s", cfg.data.test_split, progress.best_epoch,
-                 ", ".join(f"{k}={v:.4f}" for k, v in flat_metrics(test, "").items()))
-        w.tracker.summary({**flat_metrics(test, "test/"), "best_epoch": progress.best_epoch})
+        log.info("test (%s, %s weights of epoch %d): %s", cfg.data.test_split, tested["weights"],
+                 tested["epoch"], ", ".join(f"{k}={v:.4f}" for k, v in flat_metrics(test, "").items()))
+        w.tracker.summary({**flat_metrics(test, "test/"), "tested_epoch": tested["epoch"],
+                           "tested_weights": tested["weights"]})
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any], cfg: TrainConfig, rank: int) -> None:
@@ -313,12 +338,14 @@ def _report(metrics: dict[str, Any], state: dict[str, Any], cfg: TrainConfig, ra
 
 
 def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
-    """Ray Train worker body: build, restore, train `epochs`, validate and checkpoint each, test the best."""
+    """Ray Train worker body: build, restore, train `epochs`, validate and checkpoint each, test the weights
+    `select` names."""
     import ray.train
     import ray.train.torch
 
     cfg = TrainConfig.from_dict(config_dict)
     ctx = ray.train.get_context()
+    make_reproducible(cfg, ctx.get_world_rank(), ray.train.torch.get_device())
     w = build_worker(cfg, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     resume(w, ray.train.get_checkpoint())
     start_training(w)

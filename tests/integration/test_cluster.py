@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from intint.store import build
-from intint.testing import synthetic
-
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -46,14 +43,12 @@ def head_alive(temp_dir: str) -> bool:
 
 
 @pytest.mark.ray
-def test_ray_job_submit_trains_on_a_local_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_job_submit_trains_on_a_local_head(tiny_shards: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the head runs without token auth (loopback only)
-    shards = tmp_path / "shards"
-    raw = synthetic.make_annotations(48, 4, seed=1, frames=(20, 40))
-    build.build(build.BuildConfig(input="synthetic", output=str(shards), num_classes=4, num_shards=4,
-                                  workers=1, progress=False, modes=("reference",)), raw=raw)
+    shards = tiny_shards
     port, dashboard = free_port(), free_port()
     temp_dir = f"/tmp/ray-intint-test-{port}"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",

@@ -1,15 +1,12 @@
-"""Ablation sweep (issue 6): JBA weights from validation accuracies, the fused table from saved probabilities,
-resumability bookkeeping, and a tiny end-to-end sweep on Ray (Integrity trained once, J/B/random, a rerun that
-trains nothing; optionally extended with A and JBA_weighted)."""
+"""Ablation sweep (issue 6) without Ray, on runs finished on disk: JBA weights from validation accuracies,
+the fused table from saved probabilities, resumability bookkeeping. The sweep trained on Ray is
+tests/integration/test_ablate_sweep.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import os
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -18,19 +15,9 @@ from intint.ablation import plan
 from intint.ablation import results_table as ablation_table
 from intint.ablation import sweep as ablation
 from intint.ablation.results_table import SplitPredictions
-from intint.config import TrainConfig, tiny
-from intint.store import build
-from intint.testing import synthetic
+from intint.config import tiny
 
-REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 4
-
-
-def load_job(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -51,9 +38,23 @@ def _fused_top1(a: SplitPredictions, b: SplitPredictions) -> float:
     return float(((a.probs + b.probs).argmax(axis=1) == a.labels).mean())
 
 
+def _finish_run(ab: plan.AblationConfig, placement: str | None, preds: dict[str, SplitPredictions],
+                weights: dict[str, float] | None = None) -> ablation.RunRecord:
+    """What a finished run of the sweep leaves in its folder (predictions.npz, then done.json), without
+    training; returns its record."""
+    cfg = plan.run_config(ab, placement, weights)
+    folder = Path(ab.sweep_folder) / cfg.name
+    folder.mkdir(parents=True, exist_ok=True)
+    ablation_table.save_predictions(str(folder / plan.PREDICTIONS_FILE), preds)
+    metrics = {role: ablation_table.pathway_summary(p, NUM_CLASSES) for role, p in preds.items()}
+    plan.write_json(str(folder / plan.DONE_FILE), {"run_id": cfg.name, "config": cfg.to_dict(),
+                                                   "metrics": metrics, "wall_s": 0.0})
+    return ablation.RunRecord(cfg.name, cfg.pathways, placement, str(folder), False, metrics)
+
+
 def _fake_sweep(tmp_path: Path, placements: tuple[str, ...], hit_rates: dict[str, tuple[float, float]]
                 ) -> tuple[plan.AblationConfig, ablation.Sweep]:
-    """A sweep whose runs are finished on disk (predictions.npz) without training: what the table reads."""
+    """A sweep whose runs are finished on disk (predictions.npz, done.json) without training."""
     base = dataclasses.replace(tiny(), shards=str(tmp_path / "shards"), storage_path=str(tmp_path),
                                name="fake")
     ab = plan.AblationConfig(base=base, placements=placements)
@@ -64,39 +65,54 @@ def _fake_sweep(tmp_path: Path, placements: tuple[str, ...], hit_rates: dict[str
         name = plan.run_id(placement)
         if name not in hit_rates:
             continue
-        folder = tmp_path / "fake" / name
-        folder.mkdir(parents=True)
         val_rate, test_rate = hit_rates[name]
         preds = {"val": _preds(rng, labels["val"], val_rate), "test": _preds(rng, labels["test"], test_rate)}
-        ablation_table.save_predictions(str(folder / plan.PREDICTIONS_FILE), preds)
-        pathway = "integrity" if placement is None else "intensity"
-        sweep.records[name] = ablation.RunRecord(name, pathway, placement, str(folder), True, {})
+        sweep.records[name] = _finish_run(ab, placement, preds)
     return ab, sweep
 
 
 # ---------------------------------------------------------------------------------------------- unit
 
 
-def test_jba_weights_are_the_normalised_fused_validation_accuracies(tmp_path: Path) -> None:
+def _jba_weights(sweep: ablation.Sweep, role: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The J, B and A runs' fused (with Integrity) top-1 on `role`, and those normalised to sum 1."""
+    integrity = sweep.records["integrity"].predictions()[role]
+    fused = {g: _fused_top1(integrity, sweep.records[f"intensity-{g}"].predictions()[role]) for g in "JBA"}
+    return fused, {g: v / sum(fused.values()) for g, v in fused.items()}
+
+
+def test_jba_weighted_run_gets_the_normalised_fused_validation_accuracies(tmp_path: Path) -> None:
     # Validation and test disagree on purpose: weights taken from the test split would differ.
     rates = {"integrity": (0.4, 0.9), "intensity-J": (0.9, 0.1), "intensity-B": (0.2, 0.9),
              "intensity-A": (0.6, 0.5)}
-    ab, sweep = _fake_sweep(tmp_path, ("J", "B", "A", "JBA_weighted"), rates)
-    learnt = sweep._learnt_weights()
-    integrity = sweep.records["integrity"].predictions()
-    fused = {g: _fused_top1(integrity["val"], sweep.records[f"intensity-{g}"].predictions()["val"])
-             for g in "JBA"}
-    wrong = {g: _fused_top1(integrity["test"], sweep.records[f"intensity-{g}"].predictions()["test"])
-             for g in "JBA"}
-    total = sum(fused.values())
+    ab, finished = _fake_sweep(tmp_path, ("J", "B", "A", "JBA_weighted"), rates)
+    val_accuracies, from_val = _jba_weights(finished, "val")
+    _, from_test = _jba_weights(finished, "test")
+    assert from_val != pytest.approx(from_test)
+    jba_preds = finished.records["intensity-J"].predictions()
+
+    # A JBA_weighted run recorded with the test split's weights is not what the sweep asks for: refused.
+    _finish_run(ab, "JBA_weighted", jba_preds, from_test)
+    refused = ablation.Sweep(ab, NUM_CLASSES, slots=1)
+    refused.run()
+    assert "jba_weights" in str(refused.failures["intensity-JBA_weighted"])
+
+    # Recorded with the normalised fused validation accuracies: it is the sweep's own run, reused.
+    _finish_run(ab, "JBA_weighted", jba_preds, from_val)
+    sweep = ablation.Sweep(ab, NUM_CLASSES, slots=1)
+    sweep.run()
+    assert sweep.failures == {}
+    table = ablation.build_table(ab, sweep, wall_s=1.0)
+    assert table["trained_now"] == [] and [r["placement"] for r in table["rows"]] == ["J", "B", "A",
+                                                                                       "JBA_weighted"]
+    learnt = table["jba_weights"]
     assert learnt["source"] == "validation" and learnt["split"] == "val"
-    assert learnt["accuracies"] == pytest.approx(fused)
-    assert learnt["weights"] == pytest.approx({g: v / total for g, v in fused.items()})
+    assert learnt["accuracies"] == pytest.approx(val_accuracies)
+    assert learnt["weights"] == pytest.approx(from_val)
     assert sum(learnt["weights"].values()) == pytest.approx(1.0)
-    assert learnt["weights"] != pytest.approx({g: v / sum(wrong.values()) for g, v in wrong.items()})
     # ... and they reach the JBA_weighted run's config (the loader recomputes its peaks from them).
     cfg = plan.run_config(ab, "JBA_weighted", learnt["weights"])
-    assert cfg.jba_weights == pytest.approx(learnt["weights"]) and cfg.intensity_definition == "JBA_weighted"
+    assert cfg.jba_weights == pytest.approx(from_val) and cfg.intensity_definition == "JBA_weighted"
     assert (cfg.pathways, cfg.name, cfg.wandb_group) == ("intensity", "intensity-JBA_weighted", "fake")
 
 
@@ -183,105 +199,3 @@ def test_finished_run_is_reused_and_a_changed_config_is_refused(tmp_path: Path) 
     assert ablation.execute(moved, ab.splits, NUM_CLASSES).trained is False
     with pytest.raises(ValueError, match="epochs"):
         ablation.execute(dataclasses.replace(cfg, epochs=7), ab.splits, NUM_CLASSES)
-
-
-# ---------------------------------------------------------------------------------------------- Ray
-# Each tiny Ray Train run costs ~30-40 s here; the default sweep (Integrity + J, B, random) runs two at a
-# time on a 4-CPU local Ray (oversubscribed on 2 cores, which exercises the concurrent scheduling). The
-# JBA_weighted extension (+A, +JBA_weighted in the same sweep folder) needs two more runs: set
-# INTINT_FULL_ABLATION_TEST=1.
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray shared by the sweep, its rerun and its extension."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=4, include_dashboard=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def sweep_args(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A shard set with distinct val and test splits, and the job arguments of a tiny 1-epoch sweep."""
-    root = tmp_path_factory.mktemp("ablate")
-    raw = synthetic.make_annotations(48, NUM_CLASSES, splits={"train": 0.5, "val": 0.25, "test": 0.25},
-                                     seed=0, frames=(20, 40))
-    shards = root / "shards"
-    build.build(build.BuildConfig(input="synthetic", output=str(shards), num_classes=NUM_CLASSES,
-                                  num_shards=2, workers=1, progress=False, modes=("reference",)), raw=raw)
-    return root / "sweep", ["--preset", "tiny", "--shards", str(shards), "--storage-path", str(root),
-                            "--name", "sweep", "--epochs", "1", "--num-workers", "2", "--loader-workers", "1",
-                            "--wandb", "disabled", "--data.test-split", "test"]
-
-
-def _check_rows(table: dict, placements: list[str]) -> None:
-    assert [r["placement"] for r in table["rows"]] == placements
-    for row in table["rows"]:
-        for role in ("val", "test"):
-            for pathway in ("fused", "intensity", "integrity"):
-                assert all(0.0 <= row[role][pathway][m] <= 1.0 for m in ablation_table.METRICS)
-            assert row[role]["fused"]["num_samples"] == 12
-    # One Integrity run, fused with every row.
-    assert [n for n, r in table["runs"].items() if r["pathway"] == "integrity"] == ["integrity"]
-    assert len({r["test"]["integrity"]["top1"] for r in table["rows"]}) == 1
-
-
-def _checkpoint_files(folder: Path) -> dict[Path, int]:
-    """Every saved training state and its mtime: unchanged means no epoch was trained (or re-saved)."""
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("state.pt")}
-
-
-@pytest.mark.ray
-def test_tiny_sweep_end_to_end_and_rerun_trains_nothing(ray_local, sweep_args: tuple[Path, list[str]],
-                                                        ) -> None:
-    folder, args = sweep_args
-    job = load_job("ablate")
-    table = job.main([*args, "--placements", "J,B", "random"])
-    _check_rows(table, ["random", "J", "B"])
-    assert sorted(table["trained_now"]) == ["integrity", "intensity-B", "intensity-J", "intensity-random"]
-    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(table["trained_now"])
-    assert table["splits"] == {"val": "val", "test": "test"} and table["jba_weights"] is None
-    for name in ("table.json", "table.md", "table.png"):
-        assert (folder / name).stat().st_size > 0
-
-    before = _checkpoint_files(folder)
-    again = job.main([*args, "--placements", "J,B", "random"])
-    assert again["trained_now"] == [] and again["rows"] == table["rows"]
-    assert _checkpoint_files(folder) == before  # nothing resumed, nothing retrained
-
-
-@pytest.mark.ray
-@pytest.mark.skipif(os.environ.get("INTINT_FULL_ABLATION_TEST") != "1",
-                    reason="two more Ray runs (~1-2 min); set INTINT_FULL_ABLATION_TEST=1")
-def test_jba_weighted_run_gets_the_normalised_validation_accuracies(
-        ray_local, sweep_args: tuple[Path, list[str]]) -> None:
-    folder, args = sweep_args
-    job = load_job("ablate")
-    if not (folder / "intensity-B" / plan.DONE_FILE).exists():
-        job.main([*args, "--placements", "J,B", "random"])
-    # An interrupted run (no done.json) is continued: Ray resumes it from its checkpoint, nothing retrains.
-    before = json.loads((folder / "table.json").read_text())
-    (folder / "intensity-B" / plan.DONE_FILE).unlink()
-    checkpoints_b = _checkpoint_files(folder / "intensity-B")
-    table = job.main([*args, "--placements", "J,B,A,JBA_weighted,random"])
-    _check_rows(table, ["random", "J", "B", "A", "JBA_weighted"])
-    assert sorted(table["trained_now"]) == ["intensity-A", "intensity-B", "intensity-JBA_weighted"]
-    assert _checkpoint_files(folder / "intensity-B") == checkpoints_b
-    old_b = next(r for r in before["rows"] if r["placement"] == "B")
-    new_b = next(r for r in table["rows"] if r["placement"] == "B")
-    assert new_b["test"]["intensity"] == pytest.approx(old_b["test"]["intensity"])
-    jba = table["jba_weights"]
-    by = {r["placement"]: r for r in table["rows"]}
-    val_acc = {g: by[g]["val"]["fused"]["top1"] for g in "JBA"}
-    assert jba["source"] == "validation" and jba["accuracies"] == pytest.approx(val_acc)
-    assert jba["weights"] == pytest.approx({g: v / sum(val_acc.values()) for g, v in val_acc.items()})
-    done = json.loads((folder / "intensity-JBA_weighted" / plan.DONE_FILE).read_text())
-    assert TrainConfig.from_dict(done["config"]).jba_weights == pytest.approx(jba["weights"])

@@ -110,7 +110,7 @@ def _by_key(batches: list[dict]) -> dict[str, tuple[torch.Tensor, torch.Tensor, 
 
 
 def test_every_video_exactly_once_over_two_ranks_by_two_workers(shard_set: Path) -> None:
-    cfg = _cfg(shard_set, heatmaps_on="device")
+    cfg = _cfg(shard_set, heatmaps_on="device", max_persons=2)
     all_keys = {k for keys in _shard_keys(shard_set, "train") for k in keys}
     per_rank, lengths, clips = [], [], {}
     for rank in range(2):
@@ -326,7 +326,7 @@ def test_pathway_selection_and_independent_augmentation(shard_set: Path) -> None
 def test_intensity_clip_is_the_window_at_the_stored_peak(shard_set: Path) -> None:
     """The Intensity clip holds the frames around the precomputed peak (compared through per-frame score
     totals, which crop and flip leave unchanged); the "random" ablation moves the window."""
-    cfg = _cfg(shard_set, num_workers=0, heatmaps_on="device", pathways="intensity")
+    cfg = _cfg(shard_set, num_workers=0, heatmaps_on="device", pathways="intensity", max_persons=2)
     videos = {}
     peaks = {}
     for tar, arrow, _ in shardio.shard_urls(str(shard_set), "train"):

@@ -1,5 +1,6 @@
 """Shard-set format and builder (issue 2, "Shards"): round trip, intensity columns, manifest,
-determinism, memory:// output, rejects, --strict, verify, and one Ray build."""
+determinism, memory:// output, rejects, --strict, verify. The Ray build is
+tests/integration/test_shard_build_ray.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from intint.pose.annotations import AnnotationError
 from intint.pose.safe_pickle import UnsafePickleError
 from intint.store import build, fsio, shard_verify, shardio
 from intint.testing import synthetic
-from intint.train import shard_tasks
 
 NUM_CLASSES = 6
 
@@ -317,13 +317,3 @@ def test_sample_key_is_safe_for_webdataset() -> None:
     assert len(set(keys)) == 1000
     assert all(len(k) == 17 and k[0] == "k" and "." not in k and "/" not in k for k in keys)
     assert Counter(k[1] for k in keys).keys() <= set("0123456789abcdef")
-
-
-# One Ray test (local Ray start ≈ 10 s): the Ray executor writes the same bytes as the process pool.
-def test_ray_build_is_byte_identical_to_local(tmp_path: Path) -> None:
-    raw = synthetic.make_annotations(24, 3, seed=4, frames=(20, 60))
-    src = tmp_path / "a.pkl"
-    synthetic.write_pickle(raw, str(src))
-    build.build(config(src, tmp_path / "local", shard_size=6, workers=2))
-    build.build(config(src, tmp_path / "ray", shard_size=6, workers=2), run_tasks=shard_tasks.run_ray)
-    assert file_hashes(tmp_path / "ray") == file_hashes(tmp_path / "local")
