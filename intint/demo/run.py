@@ -3,7 +3,7 @@
 One command shows every part of the system working together and the method's claim holding:
 generate the demo videos (`intint.demo.dataset`) → build a shard set (`intint.store.build`) → train
 both pathways on Ray Train (`intint.train.launch`, the `demo` preset, local CPU workers, W&B offline)
-→ test the best epoch on the test split with late fusion → write the accuracies, and draw what the
+→ test the last epoch on the test split with late fusion → write the accuracies, and draw what the
 pathways see (`intint.demo.pictures`). The demo dataset is built so that the Intensity pathway wins the fine
 burst pairs and the Integrity pathway the repetition-count pairs, so the fused accuracy beats both.
 
@@ -162,7 +162,7 @@ def fit(cfg: config.TrainConfig, history_path: str) -> str:
     """Train on the demo's private local Ray (Ray's own log records at ERROR and above, so its warnings do
     not bury the progress lines; a Ray the caller started, e.g. a test session's, is used and left up)
     with the per-epoch history callback; returns the folder of the checkpoint the test results belong to
-    (the best epoch's)."""
+    (the tested epoch's)."""
     from intint.train import launch
 
     started = launch.start_ray(num_cpus=launch.local_cpus(cfg), env=launch.worker_env(), quiet=True)
@@ -175,7 +175,7 @@ def fit(cfg: config.TrainConfig, history_path: str) -> str:
 
 
 def best_checkpoint(run_folder: str) -> str:
-    """The checkpoint folder holding a copy of the run's results.json (the tested, best epoch)."""
+    """The checkpoint folder holding a copy of the run's results.json (the tested epoch)."""
     found = sorted(p for p in Path(run_folder).glob("checkpoint_*")
                    if (p / checkpoint.RESULTS_FILE).is_file())
     if not found:
@@ -249,7 +249,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = log.info) -> DemoR
     ckpt = fit(cfg, history_path)
     seconds["train"] = time.perf_counter() - t
 
-    t = _step(echo, 4, f"test split results of the best epoch (checkpoint {ckpt})")
+    t = _step(echo, 4, f"test split results of the tested epoch (checkpoint {ckpt})")
     results = json.loads((out / RUN_NAME / checkpoint.RESULTS_FILE).read_text())
     metrics.write_results(results, str(out / "results.json"))
     ckpt = str(shutil.copytree(ckpt, out / "checkpoint"))

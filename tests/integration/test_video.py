@@ -13,6 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("mediapipe", reason="the video extra is not installed (docs/video.md)")
+pytest.importorskip("cv2", reason="the video extra is not installed (docs/video.md)")
+
 from job_helpers import load_job, tiny_train_args, unique_name
 from typer.testing import CliRunner
 
