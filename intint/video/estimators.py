@@ -135,7 +135,7 @@ def silence_native_stderr() -> None:
     """In a worker process: send native writes to file descriptor 2 to /dev/null, keeping Python's
     ``sys.stderr`` (tracebacks, warnings, logging) on the original stream.
 
-    MediaPipe's native code writes set-up chatter (absl/glog warnings, a protobuf notice) straight to
+    MediaPipe's native code writes set-up chatter (absl/glog warnings, TensorFlow Lite notices) straight to
     descriptor 2, from its own threads and at moments of its choosing, so no short redirect catches it all;
     it would garble the progress bar and the summary. Extraction workers call this once (pool initializer,
     Ray task) before building an estimator. Idempotent.
@@ -183,7 +183,7 @@ class BlazePose:
         self._used = False
 
     def reset(self) -> None:
-        if self._used:  # a fresh graph needs no restart (a restart costs tens of milliseconds)
+        if self._used:  # a fresh graph needs no restart (a restart rebuilds and reopens the graph)
             self._pose.reset()
             self._used = False
 

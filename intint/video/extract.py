@@ -153,8 +153,9 @@ def _outcomes(cfg: ExtractConfig, sources: VideoSources, run_videos: RunVideos,
         log.info("extracting poses from %d videos with %d worker(s) (%d already in %s)", len(todo),
                  min(workers, len(todo)), resumed, cache.folder)
     with tqdm(total=len(keys), initial=resumed, unit="video", desc="extracting poses", file=sys.stderr,
-              disable=not cfg.progress) as bar:
-        for k, outcome in run_videos([sources.jobs[i].path for i in todo], cfg.estimator, workers):
+              disable=not cfg.progress or not todo) as bar:
+        done = run_videos([sources.jobs[i].path for i in todo], cfg.estimator, workers) if todo else iter(())
+        for k, outcome in done:
             i = todo[k]
             cache.store(keys[i], outcome)
             outcomes[i] = outcome

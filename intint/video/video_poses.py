@@ -39,10 +39,12 @@ class VideoPoses:
         return int(self.keypoint.shape[1])
 
     def annotation(self, frame_dir: str, label: int) -> dict[str, Any]:
-        """The PYSKL annotation dict of this video."""
-        return {"frame_dir": frame_dir, "label": int(label), "img_shape": self.img_shape,
-                "original_shape": self.img_shape, "total_frames": self.total_frames,
-                "keypoint": self.keypoint, "keypoint_score": self.keypoint_score}
+        """The PYSKL annotation dict of this video (fresh float32 arrays with NumPy's own dtype object, so
+        the pickle's bytes do not depend on where the arrays came from: a worker, the cache)."""
+        return {"frame_dir": frame_dir, "label": int(label), "img_shape": tuple(self.img_shape),
+                "original_shape": tuple(self.img_shape), "total_frames": self.total_frames,
+                "keypoint": self.keypoint.astype(np.float32),
+                "keypoint_score": self.keypoint_score.astype(np.float32)}
 
 
 @dataclass
