@@ -27,6 +27,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ray: starts Ray (slow: ~20-60 s each on a 2-core machine)")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the shared Ray run last (otherwise in collection order): the others then run without
+    an idle Ray beside them, and `-x` stops at a fast failure first. It also keeps the session's Ray from
+    holding Ray's fixed dashboard-agent port (52365) while tests/integration/test_cluster.py starts a
+    `ray start` head, whose job agent needs that port to accept job submissions."""
+    items.sort(key=lambda item: "ray_session" in getattr(item, "fixturenames", ()))
+
+
 def build_tiny_shards(out: Path) -> Path:
     """48 short synthetic videos of 4 classes: 24 train, 12 val, 12 test, 4 shards per split."""
     from intint.store import build

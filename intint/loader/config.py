@@ -39,7 +39,7 @@ class LoaderConfig:
     seed: int = 0
     shuffle_buffer: int = 256
     allow_missing_shards: bool = False
-    verify_checksums: bool = True  # hash each shard's tar as it streams (rule: shardstream.shard_videos)
+    verify_checksums: bool | None = None  # SHA-256 of each shard as it streams; None: where cheap
     pin_memory: bool = False
     prefetch_factor: int = 4
     persistent_workers: bool = True
@@ -70,6 +70,15 @@ class LoaderConfig:
     @property
     def active_pathways(self) -> tuple[str, ...]:
         return PATHWAYS if self.pathways == "both" else (self.pathways,)
+
+    @property
+    def verifies_checksums(self) -> bool:
+        """Whether each shard's tar is hashed as it streams and checked against the manifest (the rule on a
+        mismatch: ``shardstream.shard_videos``): ``verify_checksums``, or by default where the hash costs
+        under 5 % of loader throughput (benchmarks/bench_checksum.py): with heatmaps_on="workers", whose
+        rendering dwarfs it, and not with "device", where a keypoint-only worker does little else per byte
+        it reads."""
+        return self.heatmaps_on == "workers" if self.verify_checksums is None else self.verify_checksums
 
     @property
     def needs_peaks(self) -> bool:

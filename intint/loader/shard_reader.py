@@ -5,8 +5,8 @@ other through ``shardstream.shard_videos``, which decodes and checks every sampl
 is counted here, not raised: a corrupt sample, the samples a broken tar lost, and (with
 ``allow_missing_shards``) the samples of a shard that cannot be read. What must stop the loader is
 raised: a missing shard without that option, a shard that contradicts the manifest (``ShardMismatch``),
-and with ``verify_checksums`` a shard whose bytes changed without any sample showing it
-(``ChecksumMismatch``, the rule in ``shardstream.shard_videos``).
+and, when checksums are verified (``LoaderConfig.verifies_checksums``), a shard whose bytes changed
+without any sample showing it (``ChecksumMismatch``, the rule in ``shardstream.shard_videos``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class ShardReader:
             return
         try:
             yield from shard_videos(shard, self.num_classes, self._peaks(shard), self.skips.skip,
-                                    verify=self.cfg.verify_checksums,
+                                    verify=self.cfg.verifies_checksums,
                                     keep=None if self.keep is None else self.keep[shard.index])
         except ShardUnavailable as exn:
             if not self.cfg.allow_missing_shards:

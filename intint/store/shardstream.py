@@ -163,10 +163,10 @@ def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None], *,
     drop data). A tar whose *content* breaks (bad header, implausible size, duplicate member), or that
     stops without its end-of-archive marker before the manifest's count (a cut), calls
     ``on_lost(n_missing, message)`` once and ends the shard; the whole samples before the damage are
-    yielded first. Raises :class:`ShardMismatch` when an intact tar
-    holds more samples with every member than the manifest's count (as soon as it reads one too many)
-    or ends at its marker with fewer. ``verify``: the bytes are hashed as they are read and, once the
-    tar was read to its end, compared with ``shard.sha256``: :class:`ChecksumMismatch` when they differ.
+    yielded first. Raises :class:`ShardMismatch` when the tar holds more samples with every member than
+    the manifest's count (as soon as it reads one too many) or ends at its end-of-archive marker with
+    fewer. ``verify``: the bytes are hashed as they are read and, once the tar was read to its end,
+    compared with ``shard.sha256``: :class:`ChecksumMismatch` when they differ.
     """
     try:
         stream = wds.gopen(shard.tar, "rb")

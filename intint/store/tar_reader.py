@@ -8,8 +8,8 @@ pass per chunk, and no copy of the member's bytes (the arrays decoded from them 
 
 It handles ustar (with prefix), GNU long names and pax ``path`` records, and skips directories, links
 and webdataset meta files. Unlike ``tarfile`` in stream mode, which ends the archive quietly at a bad
-header, a bad checksum, an implausible size or short data raises ``tarfile.ReadError``, after the members
-(and the part of a sample) before the damage. Checked against webdataset's reader on the same tars (tests).
+header, a bad checksum, an implausible size or short data raises ``tarfile.ReadError`` once the members
+before the damage were delivered. Checked against webdataset's reader on the same tars (tests).
 
 The reader trusts nothing it reads: a member size is bounded (``MAX_MEMBER``), a member longer than a chunk
 is read in one call (no re-copying of a growing buffer), and ``TarEnd`` tells an archive that ended at its
@@ -71,9 +71,6 @@ class HashedStream:
 
     def hexdigest(self) -> str:
         return self.sha.hexdigest()
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 def _number(field: bytes | memoryview) -> int:

@@ -271,10 +271,12 @@ def _change_a_coordinate(root: Path, split: str, index: int) -> str:
 @pytest.mark.parametrize("which", ["train", "eval"])
 def test_a_shard_changed_without_visible_damage_stops_the_loader_when_verifying(shard_set: Path,
                                                                               which: str) -> None:
-    """One coordinate changed in the shard the loader reads last: verified (the default), the loader
-    raises naming it once the shard ends, also when the epoch's quota is met by its very last video
-    (the check runs before that video is handed on); unverified, the change goes through."""
-    assert LoaderConfig(shards="x").verify_checksums  # on by default
+    """One coordinate changed in the shard the loader reads last: verified, the loader raises naming it
+    once the shard ends, also when the epoch's quota is met by its very last video (the check runs before
+    that video is handed on); unverified, the change goes through. Verified by default where it is cheap:
+    with heatmaps rendered in the workers (the default), not for keypoint-only workers."""
+    assert LoaderConfig(shards="x").verifies_checksums
+    assert not LoaderConfig(shards="x", heatmaps_on="device").verifies_checksums
     root = _copy(shard_set)
     last = int(epoch_plan.epoch_shard_order(2, 0, 0)[-1]) if which == "train" else 1
     changed = _change_a_coordinate(root, "train", last)
@@ -284,10 +286,11 @@ def test_a_shard_changed_without_visible_damage_stops_the_loader_when_verifying(
         loader = train_loader(cfg, 0, 1) if which == "train" else eval_loader(cfg, 0, 1, num_clips=1)
         return list(loader)
 
-    with pytest.raises(ChecksumMismatch, match=f"{tar_name}.*SHA-256.*restore the shard or rebuild"):
-        run(_cfg(root))
-    keys = _keys(run(_cfg(root, verify_checksums=False)))  # unverified, the changed video goes through
-    assert changed in keys
+    for verified in (_cfg(root, heatmaps_on="workers"), _cfg(root, verify_checksums=True)):
+        with pytest.raises(ChecksumMismatch, match=f"{tar_name}.*SHA-256.*restore the shard or rebuild"):
+            run(verified)
+    for unverified in (_cfg(root), _cfg(root, heatmaps_on="workers", verify_checksums=False)):
+        assert changed in _keys(run(unverified))  # the changed video goes through
 
 
 def test_a_checksum_mismatch_explained_by_skipped_samples_is_counted_not_fatal(shard_set: Path) -> None:
