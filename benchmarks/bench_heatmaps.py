@@ -1,6 +1,6 @@
 """Benchmark: heatmap rendering throughput on one CPU thread, intint's variants vs a reference-style baseline.
 
-The baseline restates the reference GeneratePoseTarget loop (spec §5): NumPy, one small patch per
+The baseline restates the reference GeneratePoseTarget loop (docs/method.md §5): NumPy, one small patch per
 frame × joint × person. All variants are timed in the same run on the same clips, interleaved round by
 round and reported as the best round, so the ratios hold even on a shared machine where absolute
 figures drift.

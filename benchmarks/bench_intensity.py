@@ -1,9 +1,9 @@
 """Benchmark: all intensity curves per video on one CPU thread, vectorised vs a reference-style loop.
 
-For each size (M=1/T=150 and M=3/T=600, as spec §10.2) it times ``intensity.compute`` in both modes
-(all ten definitions + five ensembles) and, in the same run on the same video, a restatement of the
-reference's per-frame Python loop for jnt_next alone (spec §2.2; the reference spends 14-200 ms on
-that one curve). Figures are medians of this process's CPU time (``time.process_time``, as spec §10.1)
+For each size (M=1/T=150 and M=3/T=600, as docs/method.md §10.2) it times ``intensity.compute`` in
+both modes (all ten definitions + five ensembles) and, in the same run on the same video, a
+restatement of the reference's per-frame Python loop for jnt_next alone (docs/method.md §2.2).
+Figures are medians of this process's CPU time (``time.process_time``, as docs/method.md §10.1)
 after a warm-up, so waiting for a busy shared core does not count; the ratio compares figures of the
 same run on the same video.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-# One thread, set before NumPy is imported (spec §10.1 measured the reference the same way).
+# One thread, set before NumPy is imported (docs/method.md §10.1 measured the reference the same way).
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
@@ -35,7 +35,7 @@ from intint.pose import intensity  # noqa: E402
 from intint.pose.skeleton import NUM_JOINTS  # noqa: E402
 
 SIZES = ((1, 150), (3, 600))
-# A ~500 px tall COCO-17 person (x, y relative to the hip midpoint), as in spec §10.1.
+# A ~500 px tall COCO-17 person (x, y relative to the hip midpoint), as in docs/method.md §10.1.
 _TEMPLATE = np.array(
     [[0, -420], [-15, -435], [15, -435], [-35, -425], [35, -425], [-70, -340], [70, -340], [-95, -220],
      [95, -220], [-105, -100], [105, -100], [-45, 0], [45, 0], [-50, 130], [50, 130], [-55, 250], [55, 250]],

@@ -1,35 +1,25 @@
 """Benchmark: two-pathway training samples/s through the streaming loader, against a reference-style
 per-joint NumPy renderer measured in the same run.
 
-For each persons-per-video M (1, 2) the script builds a synthetic shard set with the real builder
-(``intint.synthetic`` → ``intint.build``), then for each ``heatmaps_on`` (workers, device) and each
-DataLoader worker count (1, 2) it runs ``train_loader`` (rank 0 of 1) for a few seconds and counts what
-the training loop receives (workers rows: float16 heatmaps of both pathways; device rows: keypoint clips
-of both pathways). Timing starts after the first batch (worker start-up) and a warm-up of workers × ring
-slots batches (``--warmup-batches``): a rendering worker pages in its ring of recycled 164 MB batch
-buffers during its first batches, once per worker lifetime, which would otherwise weigh ~10 % in a
-few-second run and nothing in a training run; ``warmup_samples_per_core_s`` reports those batches' rate.
+For each persons-per-video M the script builds a synthetic shard set with the real builder, then for each
+``heatmaps_on`` (workers, device) and DataLoader worker count runs ``train_loader`` (rank 0 of 1) for a
+few seconds and counts what the training loop receives. Timing starts after a warm-up of workers × ring
+slots batches (``--warmup-batches``; a rendering worker pages in its recycled batch buffers once per
+lifetime), whose own rate is reported as ``warmup_samples_per_core_s``.
 
-* ``samples_per_core_s``: samples per CPU second of the loader worker processes: the per-core figure
-  the targets are stated in, and robust to other jobs on a shared machine (``samples_per_s`` is the
-  wall-clock rate, ``main_cpu_ms_per_sample`` what receiving costs the training process);
-  ``samples_per_core_s_median_window`` / ``_best_window``: the same over 1-second windows (the VM's
-  speed drifts within seconds; the best window is the least disturbed one, as ``timeit`` takes the min);
-* ``samples_per_core_s_incl_to_device``: the same with ``to_device(batch, "cpu")`` in the loop (the
-  float16 → float32 cast, or for device rows the heatmap rendering with ``render_batch`` on the CPU,
-  which a GPU does in a fraction of the time), per CPU second of workers + main process;
+* ``samples_per_core_s``: samples per CPU second of the loader worker processes (the per-core figure
+  the targets are stated in; robust to other jobs on a shared machine), with the median and best
+  1-second windows; ``samples_per_s`` is the wall-clock rate;
+* ``samples_per_core_s_incl_to_device``: the same with ``to_device(batch, "cpu")`` in the loop;
 * ``worker_rss_mb`` / ``worker_private_mb``: the largest worker's resident / private memory.
 
-A single-core, in-process profiling pass (CPU time, after two warm-up batches) splits one sample's cost into
-read (tar + Arrow), decode, sampling + transforms, render (device rows: packing the padded keypoint
-clips) and IPC/collate (the wire batch through torch's multiprocessing pickler), plus
-``to_device_ms_per_sample``. ``baseline_samples_per_s`` is the same per-sample path on one core (CPU
-time) with the heatmaps drawn the way the reference's GeneratePoseTarget does (Python loops over
-frames × joints × persons, spec §5); the bench checks that both renderers agree
-(``baseline_max_abs_diff``).
+A single-core in-process profile splits one sample's cost into read, decode, sampling + transforms,
+render and IPC/collate. ``baseline_samples_per_s`` is the same per-sample path with the heatmaps drawn
+the way the reference does (loops over frames × joints × persons, docs/method.md §5); the script checks
+that both renderers agree (``baseline_max_abs_diff``).
 
     python benchmarks/bench_loader.py [--videos 512] [--frames 100 200] [--seconds 4] [--workers 1 2]
-                                [--persons 1 2] [--heatmaps-on workers device] [--json]
+                                      [--persons 1 2] [--heatmaps-on workers device] [--json]
 
 Each row records the load average: on a shared machine compare rows of one run, not runs.
 """
@@ -54,6 +44,9 @@ import torch
 
 # Run from a checkout without relying on an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loader_report import make_row, print_row  # noqa: E402
 
 from intint.loader.batch_transport import BatchBuilder, unpack  # noqa: E402
 from intint.loader.clip_maker import ClipMaker  # noqa: E402
@@ -69,10 +62,7 @@ from intint.store.shardstream import decode, raw_samples, read_peaks, shard_refs
 from intint.testing import synthetic  # noqa: E402
 
 EPS = 1e-3  # GeneratePoseTarget's score floor
-# Worker CPU is also sampled per window of this many seconds: on the project's VM the host's speed drifts
-# by up to ~1.7x within seconds (a pure-Python loop timed back to back), so the rows report the median
-# and the best (least disturbed) window beside the whole-run rate.
-WINDOW_S = 1.0
+WINDOW_S = 1.0  # worker CPU is also sampled per window: a shared host's speed drifts within seconds
 
 
 # ------------------------------------------------------------------------------------ data
@@ -271,23 +261,13 @@ def profile_pass(cfg: LoaderConfig, samples: int, warmup: int = 2) -> dict[str, 
                 stages["decode"] += time.process_time() - t1
                 done += 1
                 if len(pending) == cfg.batch_size:
-                    t2 = time.process_time()
-                    clips = maker.train_batch(pending, 0, [v.key for v in pending])
-                    t3 = time.process_time()
-                    builder.add_batch(pending, clips)
-                    wire = builder.finish(0)
-                    t4 = time.process_time()
-                    # the DataLoader's hand-off, round-tripped in process: bytes this line just made
-                    received = unpack(_WireUnpickler(io.BytesIO(ForkingPickler.dumps(wire))).load())
-                    t5 = time.process_time()
-                    to_device(received, "cpu", cfg)
-                    t6 = time.process_time()
-                    stages["sample_transform"] += t3 - t2
-                    stages["render"] += t4 - t3
-                    stages["ipc_collate"] += t5 - t4
-                    to_dev += t6 - t5
+                    times = _time_batch(cfg, maker, builder, pending)
+                    for stage, seconds in times.items():
+                        if stage == "to_device":
+                            to_dev += seconds
+                        else:
+                            stages[stage] += seconds
                     full += len(pending)
-                    del wire, received
                     pending = []
                     warmup -= 1
                     if warmup == 0:  # steady state from here: start counting afresh
@@ -301,6 +281,22 @@ def profile_pass(cfg: LoaderConfig, samples: int, warmup: int = 2) -> dict[str, 
             "stage_share": {k: round(v / total, 4) for k, v in per_sample.items()},
             "in_process_samples_per_cpu_s": 1 / total,
             "to_device_ms_per_sample": round(to_dev / max(full, 1) * 1e3, 4)}
+
+
+def _time_batch(cfg: LoaderConfig, maker: ClipMaker, builder: BatchBuilder, videos: list) -> dict[str, float]:
+    """CPU seconds of one batch's clip making, rendering, hand-off and ``to_device``."""
+    t2 = time.process_time()
+    clips = maker.train_batch(videos, 0, [v.key for v in videos])
+    t3 = time.process_time()
+    builder.add_batch(videos, clips)
+    wire = builder.finish(0)
+    t4 = time.process_time()
+    # the DataLoader's hand-off, round-tripped in process: bytes this line just made
+    received = unpack(_WireUnpickler(io.BytesIO(ForkingPickler.dumps(wire))).load())
+    t5 = time.process_time()
+    to_device(received, "cpu", cfg)
+    t6 = time.process_time()
+    return {"sample_transform": t3 - t2, "render": t4 - t3, "ipc_collate": t5 - t4, "to_device": t6 - t5}
 
 
 def baseline_pass(cfg: LoaderConfig, samples: int) -> dict[str, float]:
@@ -331,7 +327,7 @@ def baseline_pass(cfg: LoaderConfig, samples: int) -> dict[str, float]:
 # ------------------------------------------------------------------------------------ main
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=512)
     ap.add_argument("--shards", type=int, default=8, help="shards in the set (a multiple of worker counts)")
@@ -349,7 +345,11 @@ def main() -> None:
     ap.add_argument("--baseline-samples", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON list, a row per configuration")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)  # one core per process: the figures are per core
 
     pipe = PipelineConfig(train_hw=(args.size, args.size))
@@ -368,50 +368,13 @@ def main() -> None:
                     warmup = workers * ring_slots(cfg) if args.warmup_batches is None else args.warmup_batches
                     alone = timed_run(cfg, args.seconds, with_to_device=False, warmup=warmup)
                     with_dev = timed_run(cfg, args.seconds, with_to_device=True, warmup=warmup)
-                    row = {
-                        "heatmaps_on": mode, "workers": workers, "persons": persons,
-                        "samples_per_s": round(alone["samples_per_s"], 1),
-                        "samples_per_core_s": round(alone["samples_per_worker_cpu_s"], 1),
-                        "samples_per_core_s_median_window": round(alone["window_median"], 1),
-                        "samples_per_core_s_best_window": round(alone["window_best"], 1),
-                        "recycled_batch_share": round(alone["recycled"], 3),
-                        "warmup_batches": warmup,
-                        "warmup_samples_per_core_s": round(alone["warmup_samples_per_worker_cpu_s"], 1),
-                        "main_cpu_ms_per_sample": round(alone["main_cpu_ms_per_sample"], 3),
-                        "samples_per_s_incl_to_device": round(with_dev["samples_per_s"], 1),
-                        "samples_per_core_s_incl_to_device": round(with_dev["samples_per_cpu_s"], 1),
-                        "baseline_samples_per_s": round(baseline["baseline_samples_per_cpu_s"], 2),
-                        "speedup_per_core": round(
-                            alone["samples_per_worker_cpu_s"] / baseline["baseline_samples_per_cpu_s"], 1),
-                        "in_process_samples_per_core_s": round(profile["in_process_samples_per_cpu_s"], 1),
-                        "stage_share": profile["stage_share"],
-                        "stage_ms_per_sample": profile["stage_ms_per_sample"],
-                        "to_device_ms_per_sample": profile["to_device_ms_per_sample"],
-                        "worker_rss_mb": alone["rss"], "worker_private_mb": alone["private"],
-                        "baseline_max_abs_diff": baseline["baseline_max_abs_diff"],
-                        "clip_len": args.clip_len, "size": args.size, "batch_size": args.batch_size,
-                        "frames": list(args.frames), "load_avg_1m": round(load, 2), "cpus": os.cpu_count(),
-                    }
+                    row = make_row(mode, workers, persons, warmup, load, alone, with_dev, baseline,
+                                   profile, args)
                     rows.append(row)
                     if not args.json:
-                        _print_row(row)
+                        print_row(row)
     if args.json:
         print(json.dumps(rows))
-
-
-def _print_row(row: dict[str, Any]) -> None:
-    shares = " ".join(f"{k}={v:.0%}" for k, v in row["stage_share"].items())
-    print(f"heatmaps_on={row['heatmaps_on']:7s} workers={row['workers']} M={row['persons']}: "
-          f"{row['samples_per_core_s']:7.1f} samples per worker-core-s (1 s windows: median "
-          f"{row['samples_per_core_s_median_window']:.1f}, best {row['samples_per_core_s_best_window']:.1f}; "
-          f"{row['samples_per_s']:.1f}/s wall; first {row['warmup_batches']} batches "
-          f"{row['warmup_samples_per_core_s']:.1f}/core-s, "
-          f"main {row['main_cpu_ms_per_sample']:.2f} ms/sample); incl. to_device on CPU "
-          f"{row['samples_per_core_s_incl_to_device']:.1f} per core-s; baseline "
-          f"{row['baseline_samples_per_s']:.1f} per core-s (×{row['speedup_per_core']}); in-process "
-          f"{row['in_process_samples_per_core_s']:.1f}/core-s [{shares}]; to_device "
-          f"{row['to_device_ms_per_sample']:.2f} ms/sample; worker RSS {row['worker_rss_mb']} MB (private "
-          f"{row['worker_private_mb']} MB); load {row['load_avg_1m']}", flush=True)
 
 
 if __name__ == "__main__":
