@@ -49,14 +49,15 @@ def test_ray_job_submit_trains_on_a_local_head(tiny_shards: Path, tmp_path: Path
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the head runs without token auth (loopback only)
     shards = tiny_shards
-    port, dashboard = free_port(), free_port()
+    port, dashboard, agent = free_port(), free_port(), free_port()
     temp_dir = f"/tmp/ray-intint-test-{port}"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     address = f"http://127.0.0.1:{dashboard}"
     start = [str(REPO / "cluster" / "start_local.sh"), "--port", str(port),
-             "--dashboard-port", str(dashboard), "--num-cpus", "4", "--temp-dir", temp_dir]
+             "--dashboard-port", str(dashboard), "--agent-port", str(agent), "--num-cpus", "4",
+             "--temp-dir", temp_dir]
     started = subprocess.run(start, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     try:
         assert started.returncode == 0, started.stdout + started.stderr

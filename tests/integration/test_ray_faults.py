@@ -76,6 +76,7 @@ def process_table() -> dict[int, tuple[int, str]]:
 
 
 def descendants(root: int, table: dict[int, tuple[int, str]]) -> set[int]:
+    """Every process below `root` in `table` (children, their children, ...)."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
