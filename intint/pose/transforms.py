@@ -13,6 +13,7 @@ The single operations (compact box, resizes, crop box) are in ``intint.pose.keyp
 from __future__ import annotations
 
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -102,7 +103,7 @@ class Resize:
         return kp, score, shape
 
 
-class _ClipPipeline:
+class _ClipPipeline(ABC):
     """The call of every pipeline: ``(kp, score, (h, w), rng) -> (kp, score, (h, w))``.
 
     Keypoints and scores are cast to float32 first (the reference's PoseDecode) and checked; the
@@ -125,9 +126,10 @@ class _ClipPipeline:
         check_clip(kp, sc)
         return self._run(kp, sc, img_shape, rng, persons)
 
+    @abstractmethod
     def _run(self, kp: np.ndarray, sc: np.ndarray, img_shape: Sequence[int], rng: Rng,
              persons: int | None) -> tuple[np.ndarray, np.ndarray, Shape]:
-        raise NotImplementedError
+        """The pipeline's own work on checked float32 clips."""
 
 
 @dataclass(frozen=True)
