@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from intint.pose.names import display_name, frame_dir_problem, short_repr, split_name_problem
+from intint.pose.names import display_name, frame_dir_problem, split_name_problem
+from intint.pose.pickle_builders import bounded_repr
 from intint.pose.safe_pickle import safe_loads
 from intint.pose.skeleton import NUM_JOINTS
 
@@ -48,7 +49,7 @@ class AnnotationError(ValueError):
         self.reason = reason
         self.split = split
         where = f" in split {split!r}" if split is not None else ""
-        sample = f"sample {short_repr(frame_dir)}{where}, " if frame_dir is not None else ""
+        sample = f"sample {bounded_repr(frame_dir)}{where}, " if frame_dir is not None else ""
         super().__init__(f"{sample}field {field!r}: {reason}")
 
 
@@ -201,17 +202,17 @@ def _checked_label(ann: dict, frame_dir: str, frames: int, num_classes: int | No
     total = _as_int(ann["total_frames"])
     if total is None:
         raise AnnotationError(frame_dir, "total_frames",
-                              f"expected an int, got {short_repr(ann['total_frames'])}")
+                              f"expected an int, got {bounded_repr(ann['total_frames'])}")
     if total != frames:
         raise AnnotationError(frame_dir, "total_frames",
-                              f"{short_repr(total)} disagrees with keypoint T = {frames}")
+                              f"{bounded_repr(total)} disagrees with keypoint T = {frames}")
     label = _as_int(ann["label"])
     if label is None:
-        raise AnnotationError(frame_dir, "label", f"expected an int, got {short_repr(ann['label'])}")
+        raise AnnotationError(frame_dir, "label", f"expected an int, got {bounded_repr(ann['label'])}")
     top = num_classes if num_classes is not None else MAX_LABELS_WITHOUT_CLASSES
     if label < 0 or label >= top:
         bound = f"0..{top - 1}" + ("" if num_classes is not None else " (no class count given)")
-        raise AnnotationError(frame_dir, "label", f"{short_repr(label)} is out of range {bound}")
+        raise AnnotationError(frame_dir, "label", f"{bounded_repr(label)} is out of range {bound}")
     return label
 
 
@@ -223,7 +224,7 @@ def _checked_frame_shapes(ann: dict, frame_dir: str) -> tuple[tuple[int, int], t
         shape = _as_shape(value)
         if shape is None:
             raise AnnotationError(frame_dir, name,
-                                  f"expected (h, w) ints in 1..{MAX_IMAGE_SIDE}, got {short_repr(value)}")
+                                  f"expected (h, w) ints in 1..{MAX_IMAGE_SIDE}, got {bounded_repr(value)}")
         shapes.append(shape)
     return shapes[0], shapes[1]
 
@@ -378,7 +379,7 @@ def _split_entries(split: str, entries: list[Any], found: _CheckedAnnotations,
     rejected = 0
     for i, fd in enumerate(entries):
         if not isinstance(fd, str):
-            what = f"entry is {short_repr(fd)}, not a frame_dir string"
+            what = f"entry is {bounded_repr(fd)}, not a frame_dir string"
             reject_log.add(AnnotationError(f"<split[{split!r}][{i}]>", "split", what), split)
             rejected += 1
             continue

@@ -7,8 +7,8 @@ frame_dir is only stored (tar member JSON, Arrow column, ``rejects.jsonl``) and 
 so any printable text is fine, but it must encode to UTF-8 (no lone surrogates), hold no control,
 format or line-separator characters (which would garble logs and JSON lines) and be of bounded length;
 a bad one rejects its sample. Every value that reaches an error message passes through
-:func:`short_repr`, which never formats an unbounded object (a 100 MB string, a 10**100000 integer,
-a deeply nested list).
+:func:`intint.pose.pickle_builders.bounded_repr`, which never formats an unbounded object (a 100 MB
+string, a 10**100000 integer, a deeply nested list).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 import unicodedata
 from typing import Any
 
-import numpy as np
+from intint.pose.pickle_builders import bounded_repr
 
 SPLIT_NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ -"
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -30,9 +30,9 @@ _SHOWN_CHARS = 120
 def split_name_problem(name: Any) -> str | None:
     """Why ``name`` cannot be a split name (it becomes part of shard file names), or None if it can."""
     if not isinstance(name, str):
-        return f"split name {short_repr(name)} is not a string"
+        return f"split name {bounded_repr(name)} is not a string"
     if not _SPLIT_NAME.fullmatch(name):
-        return f"split name {short_repr(name)} is not {SPLIT_NAME_RULE}"
+        return f"split name {bounded_repr(name)} is not {SPLIT_NAME_RULE}"
     return None
 
 
@@ -61,24 +61,3 @@ def display_name(frame_dir: str) -> str:
         return frame_dir
     return repr(frame_dir[:_SHOWN_CHARS])[1:-1] + ("…" if len(frame_dir) > _SHOWN_CHARS else "")
 
-
-def short_repr(value: Any, depth: int = 0) -> str:
-    """A bounded description of an untrusted value: short strings and scalars as ``repr``, long ones
-    cut, huge integers by size, arrays by dtype and shape, containers by type and length."""
-    if isinstance(value, str):
-        shown = repr(value[:_SHOWN_CHARS])
-        return shown + ("…" if len(value) > _SHOWN_CHARS else "")
-    if isinstance(value, (bool, np.bool_)):
-        return repr(bool(value))
-    if isinstance(value, int):
-        return str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
-    if isinstance(value, (float, np.integer, np.floating)):
-        return repr(value)
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape}"
-    if isinstance(value, (tuple, list)) and depth == 0 and len(value) <= 4:
-        inner = ", ".join(short_repr(v, depth + 1) for v in value)
-        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
-    if isinstance(value, (tuple, list, dict, set, bytes, bytearray)):
-        return f"a {type(value).__name__} of {len(value)} items"
-    return f"a {type(value).__name__}"

@@ -65,6 +65,8 @@ def bounded_repr(value: Any, limit: int = 100, _depth: int = 0) -> str:
         text = repr(value) if value.bit_length() <= 256 else f"<int of {value.bit_length()} bits>"
     elif kind in (str, bytes, bytearray):
         text = repr(value[:limit]) + ("…" if len(value) > limit else "")
+    elif isinstance(value, (np.bool_, np.integer, np.floating)):
+        text = repr(value.item())
     elif isinstance(value, np.ndarray):
         text = f"<array {value.dtype.str} shape {value.shape[:MAX_NDIM]}>"
     elif kind in (list, tuple, dict, set, frozenset):

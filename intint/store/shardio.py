@@ -29,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 
 from intint.pose.annotations import Reject, Sample
-from intint.pose.names import short_repr, split_name_problem
+from intint.pose.names import split_name_problem
+from intint.pose.pickle_builders import bounded_repr
 from intint.store import fsio
 
 FORMAT_VERSION = 1
@@ -137,7 +138,7 @@ class Manifest:
             raise ShardFormatError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from e
         if d.get("num_classes", m.num_classes) != m.num_classes:
             raise ShardFormatError(
-                f"{source}: num_classes {short_repr(d['num_classes'])} != len(classes) {m.num_classes}")
+                f"{source}: num_classes {bounded_repr(d['num_classes'])} != len(classes) {m.num_classes}")
         check_shard_entries(m, source)
         return m
 
@@ -157,12 +158,13 @@ def check_shard_entries(manifest: Manifest, source: str = MANIFEST_NAME) -> None
             names = (entry.tar, entry.arrow)
             twice = next((n for n in names if isinstance(n, str) and n in seen), None)
             if twice is not None:
-                raise ShardFormatError(f"{source}: split {split!r} lists the file {short_repr(twice)} twice")
+                raise ShardFormatError(
+                    f"{source}: split {split!r} lists the file {bounded_repr(twice)} twice")
             want = shard_names(split, i)
             if names != want:
                 raise ShardFormatError(
-                    f"{source}: split {split!r}, shard {i} names {short_repr(entry.tar)} and "
-                    f"{short_repr(entry.arrow)}; only {want[0]!r} and {want[1]!r} are allowed there")
+                    f"{source}: split {split!r}, shard {i} names {bounded_repr(entry.tar)} and "
+                    f"{bounded_repr(entry.arrow)}; only {want[0]!r} and {want[1]!r} are allowed there")
             seen.update(names)
             if entry.num_samples < 0:
                 raise ShardFormatError(f"{source}: {entry.tar} has num_samples {entry.num_samples} < 0")
