@@ -2,6 +2,8 @@
 
 - `tiny_shards`: a small shard set every Ray test trains on (read-only: a test that changes a shard set
   builds its own).
+- `s3`: a real S3 API server (moto) for the run, started before the shared Ray (whose workers inherit its
+  endpoint).
 - `ray_session`: one local Ray for every Ray test, started on first use and shut down at the end of the
   run (a run of `-m "not ray"` never starts it). Ray Train V2 resumes a run whose storage path and name
   already exist (docs/platform-notes.md §1b), so each run on it needs its own folder or a unique name.
@@ -54,7 +56,19 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[Any]:
+def s3() -> Iterator[Any]:
+    """One real S3 API server (moto) for the run; its endpoint and dummy credentials are in os.environ.
+
+    Started before the shared Ray so Ray's workers inherit the endpoint, as a user's workers do.
+    """
+    from intint.testing.s3_server import s3_server
+
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3: Any) -> Iterator[Any]:
     """One private local Ray (4 logical CPUs, no dashboard) shared by every Ray test of the run.
 
     intint's entry points find it initialised and use it (they start a Ray of their own only when none
