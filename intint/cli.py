@@ -2,25 +2,25 @@
 
 Each command only parses options into a typed config, calls one library function and shows its
 result, so the logic stays importable and testable: build-shards, inspect, train, evaluate, predict,
-demo and ablate. The jobs/ scripts are thin wrappers over the same library functions (for `ray job
+export, demo and ablate. The jobs/ scripts are thin wrappers over the same library functions (for `ray job
 submit`). Library code logs through the "intint" logger, which the command sends to stdout; what is
 meant for the person at the terminal (tables, summaries) is echoed here. `train`, `evaluate` and
 `ablate` hand their options to the typed configs (tyro), so `intint train --help` lists every field.
 
 Bad input (a missing, empty, truncated, compressed or hostile annotation file, a folder given as a file, a
 broken shard set or checkpoint, an invalid option value) ends every command the same way, in one place
-(:func:`user_errors`): one line ``error: <file or sample>: <what>`` on stderr and exit code 1, never a
+(`intint.user_errors`): one line ``error: <file or sample>: <what>`` on stderr and exit code 1, never a
 traceback. Exceptions of other types are bugs and keep their traceback.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
+
+from intint.user_errors import fail as _fail
+from intint.user_errors import user_errors
 
 app = typer.Typer(help="Int&Int two-pathway skeleton action recognition.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -33,73 +33,6 @@ def _setup() -> None:
     from intint.train.logs import configure_logging
 
     configure_logging()
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
-_MAX_MESSAGE = 500  # characters of an error line
-
-
-def _input_error_types() -> tuple[type[BaseException], ...]:
-    """The library's errors for bad input: annotation and pickle problems, a broken shard set (a
-    ValueError), missing files and folders (OSError), unknown keys and splits (KeyError), bad values."""
-    from intint.pose.annotations import AnnotationError
-    from intint.pose.safe_pickle import UnsafePickleError
-
-    return (AnnotationError, UnsafePickleError, OSError, EOFError, ValueError, KeyError)
-
-
-def input_error_message(exc: BaseException) -> str | None:
-    """The one-line message for an input error (see :func:`_input_error_types`), None for anything else."""
-    cause = getattr(exc, "cause", None)  # a Ray task error wraps the task's own exception
-    if isinstance(cause, BaseException) and isinstance(cause, _input_error_types()):
-        exc = cause
-    if not isinstance(exc, _input_error_types()):
-        return None
-    if isinstance(exc, OSError) and exc.filename is not None:
-        text = f"{exc.filename}: {exc.strerror or type(exc).__name__}"
-    elif isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
-        text = exc.args[0]
-    elif isinstance(exc, FileNotFoundError) and len(str(exc).split()) == 1:
-        text = f"{exc}: no such file or directory"  # fsspec raises FileNotFoundError(path)
-    elif isinstance(exc, EOFError):
-        text = f"unexpected end of input ({exc})"
-    else:
-        text = str(exc) or type(exc).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(command: F) -> F:
-    """Every command's error handling: an input error becomes ``error: <message>`` and exit code 1."""
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except Exception as exc:
-            message = input_error_message(exc)
-            if message is None:
-                raise
-            raise _fail(message) from None
-    return run  # type: ignore[return-value]
-
-
-def run_job(main: Callable[[], Any]) -> None:
-    """Run a jobs/ script's ``main`` with the same handling as the commands (one line, exit code 1)."""
-    try:
-        main()
-    except Exception as exc:
-        message = input_error_message(exc)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
 
 
 def _names(values: list[str] | None) -> tuple[str, ...] | None:
@@ -219,18 +152,15 @@ def demo(
     from intint.demo import run as demo_mod
     from intint.demo import seeds as seeds_mod
 
-    try:
-        opts = demo_mod.DemoOptions(out=out, videos_per_class=videos_per_class, epochs=epochs, seed=seed,
-                                    ray_workers=ray_workers, progress=progress)
-        if seeds is not None:
-            many = seeds_mod.run_seeds(opts, seeds, echo=typer.echo)
-            _echo_results(seeds_mod.seeds_table(many.summary), f"demo test split, mean ± sd, {seeds} seeds")
-            typer.echo(f"seeds: {many.out / seeds_mod.SEEDS_FILE}; seconds per seed: "
-                       + ", ".join(f"{k} {v['total']:.0f}" for k, v in many.seconds.items()))
-            return
-        result = demo_mod.run_demo(opts, echo=typer.echo)
-    except (ValueError, FileExistsError) as e:
-        raise _fail(str(e)) from None
+    opts = demo_mod.DemoOptions(out=out, videos_per_class=videos_per_class, epochs=epochs, seed=seed,
+                                ray_workers=ray_workers, progress=progress)
+    if seeds is not None:
+        many = seeds_mod.run_seeds(opts, seeds, echo=typer.echo)
+        _echo_results(seeds_mod.seeds_table(many.summary), f"demo test split, mean ± sd, {seeds} seeds")
+        typer.echo(f"seeds: {many.out / seeds_mod.SEEDS_FILE}; seconds per seed: "
+                   + ", ".join(f"{k} {v['total']:.0f}" for k, v in many.seconds.items()))
+        return
+    result = demo_mod.run_demo(opts, echo=typer.echo)
     _echo_results(demo_mod.results_table(result.results),
                   f"demo test split ({result.results['fused']['num_samples']} videos)")
     typer.echo(f"results: {result.out / 'results.json'}; checkpoint: {result.checkpoint}")
@@ -241,7 +171,8 @@ def demo(
 @app.command("predict")
 @user_errors
 def predict(
-    checkpoint: Annotated[str, typer.Option(help="Checkpoint folder (state.pt + config.json).")],
+    checkpoint: Annotated[str, typer.Option(
+        help="Checkpoint folder (state.pt + config.json), or a run folder: its tested checkpoint.")],
     annotations: Annotated[str | None, typer.Option(
         help="PYSKL annotation pickle holding the video.")] = None,
     key: Annotated[str | None, typer.Option(
@@ -278,28 +209,61 @@ def train(
     split: Annotated[int | None, typer.Option(help="HMDB51 split K (train{K}/test{K}).")] = None,
 ) -> None:
     """Train both pathways on Ray Train: --preset, --split K, and any config field (--shards, --epochs,
-    --optim.lr, --wandb disabled, ...; `intint train --help` lists them all)."""
-    from intint.config import parse_args
-    from intint.train import launch
+    --optim.lr, --wandb disabled, ...; `intint train --help` lists them all); --config RUN/config.json
+    reruns a recorded run, --resume continues the run --name names (a larger --epochs extends it)."""
+    from intint.train import launch, run_record
 
     description = "Train both pathways on Ray Train. --split K (HMDB51) picks train{K}/test{K}."
-    launch.run(parse_args(["--preset", preset, *ctx.args], default_preset=preset, split=split,
-                          description=description, prog="intint train"))
+    request = run_record.parse_run(["--preset", preset, *ctx.args], default_preset=preset, split=split,
+                                   description=description, prog="intint train")
+    if request.resume:
+        launch.run(request.config, resume=True)
+    else:
+        launch.run(request.config)
 
 
 @app.command("evaluate", context_settings=PASS_THROUGH, add_help_option=False)
 @user_errors
 def evaluate(ctx: typer.Context) -> None:
-    """Test a checkpoint with test views and fusion: --checkpoint DIR [--shards URL --split S --out PATH]."""
+    """Test a checkpoint with test views and fusion: --checkpoint DIR [--shards URL --split S --out PATH];
+    writes eval-<split>-<weights>.json and its per-video .probs.parquet into the checkpoint folder."""
     import json
 
     from intint.config import parse_evaluate
     from intint.eval.distributed import evaluate_checkpoint, flat_metrics
+    from intint.eval.outputs import probabilities_url
+    from intint.train import preflight
 
-    description = "Test a checkpoint with test views and late fusion; writes results JSON beside it."
-    args = parse_evaluate(ctx.args, description, prog="intint evaluate")
+    description = ("Test a checkpoint (or a run folder: its tested checkpoint) with test views and late "
+                   "fusion. Writes eval-<split>-<weights>.json into the checkpoint folder (never the "
+                   "results.json training wrote) and the per-video probabilities beside it "
+                   "(eval-<split>-<weights>.probs.parquet).")
+    args = preflight.check(parse_evaluate(ctx.args, description, prog="intint evaluate"))
     url, results = evaluate_checkpoint(args, weights=args.weights)
-    typer.echo(json.dumps(flat_metrics(results, ""), indent=1) + f"\nresults written to {url}")
+    typer.echo(json.dumps(flat_metrics(results, ""), indent=1) + f"\nresults written to {url}"
+               f"\nper-video probabilities: {probabilities_url(url)}")
+
+
+@app.command("export")
+@user_errors
+def export(
+    source: Annotated[str, typer.Argument(
+        metavar="RUN_OR_CHECKPOINT",
+        help="Run folder (its tested checkpoint) or checkpoint folder (state.pt + config.json).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Export folder (path or fsspec URL).")],
+    weights: Annotated[str, typer.Option(
+        help="'last' (the checkpoint's own epoch) or 'best' (the best epoch it holds).")] = "last",
+    overwrite: Annotated[bool, typer.Option(help="Replace an export already in --out.")] = False,
+) -> None:
+    """Write a trained model for use elsewhere: model.pt (plain state dict), config.json, classes.txt and a
+    PYSKL-format checkpoint per pathway (pyskl_<pathway>.pth)."""
+    from intint.eval.export import export_model
+
+    if weights not in ("last", "best"):
+        raise _fail(f"--weights must be 'last' or 'best', got {weights!r}")
+    done = export_model(source, out, weights=weights, overwrite=overwrite)
+    typer.echo(f"exported {done.record['checkpoint']} (epoch {done.record['epoch']}, {weights} weights) to "
+               f"{done.out}: " + ", ".join(done.files))
 
 
 @app.command("ablate", context_settings=PASS_THROUGH, add_help_option=False)
@@ -309,8 +273,9 @@ def ablate(ctx: typer.Context) -> None:
     saved probabilities: --placements, --jba-weights, --concurrency, --cpus, --preset and config fields."""
     from intint.ablation import plan, sweep
 
-    sweep.run(plan.parse_args(ctx.args, "Reproduce the paper's ablation tables (Tables IV-VI).",
-                              prog="intint ablate"))
+    ab = plan.parse_args(ctx.args, "Reproduce the paper's ablation tables (Tables IV-VI).",
+                         prog="intint ablate")
+    sweep.run(sweep.checked(ab))
 
 
 def _echo_results(rows: list[list[str]], title: str) -> None:

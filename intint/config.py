@@ -14,7 +14,7 @@ import os
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -36,6 +36,27 @@ HELDOUT_SUFFIX = "@heldout"  # `<train split>@heldout`: the validation videos `d
 # random (the ablation's baseline row). Literals, so a misspelt mode fails at parse time, before Ray starts.
 IntensityMode = Literal[MODES]  # type: ignore[valid-type]
 IntensityDefinition = Literal[(*DEFINITIONS, "random")]  # type: ignore[valid-type]
+
+
+def parse_use_gpu(values: list[str]) -> bool | str:
+    """`--use-gpu` → True, `--use-gpu true|false|auto` (any case, also yes/no/1/0) → True | False | "auto"."""
+    if not values:
+        return True
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "auto": "auto"}
+    if len(values) > 1 or values[0].lower() not in words:
+        raise ValueError(f"--use-gpu takes true, false or auto, got {' '.join(values)!r}")
+    return words[values[0].lower()]
+
+
+# Where a run trains: True (GPUs, one per Ray worker; an error when they are not there), False (CPU), or
+# "auto" (GPUs when the machine or cluster has them, else CPU; `intint.train.preflight` decides and says so).
+UseGpu = Annotated[
+    bool | Literal["auto"],
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs="*", metavar="{true,false,auto}", instance_from_str=parse_use_gpu,
+        is_instance=lambda v: v is True or v is False or v == "auto",
+        str_from_instance=lambda v: [str(v).lower()]),
+]
 
 
 def check_choice(name: str, value: Any, choices: Any) -> None:
@@ -131,6 +152,9 @@ class DataConfig:
     sigma: float = 0.6
     shuffle_buffer: int = 256
     max_persons: int | None = None  # None renders every person (the reference); a cap drops the rest, counted
+    # The samples an even split over ranks × loader workers leaves each epoch: "repeat" re-reads the fewest
+    # that give every rank equal batches, "drop" leaves them out (both counted and logged).
+    remainder: Literal["repeat", "drop"] = "repeat"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -166,7 +190,7 @@ class TrainConfig:
     num_workers: int = 4  # Ray Train workers (one per GPU)
     cpus_per_worker: int = 4  # CPUs reserved per Ray worker: its DataLoader processes need them
     loader_workers: int = 4  # DataLoader processes per Ray worker
-    use_gpu: bool = False
+    use_gpu: UseGpu = "auto"  # True | False | "auto" (GPUs when there are any); see `UseGpu`
     pathways: Pathways = "both"
     intensity_mode: IntensityMode = "reference"
     intensity_definition: IntensityDefinition = "JBA_weighted"
@@ -178,8 +202,9 @@ class TrainConfig:
     pretrained: str | None = None  # PYSKL checkpoint loaded into both pathways' backbones (heads skipped)
     num_classes: int | None = None  # None: taken from the shard manifest
     storage_path: str = "runs"  # local folder or fsspec URL holding run folders
-    name: str = "finegym"  # run folder name; re-running with the same name resumes that run
+    name: str = "finegym"  # run folder name; re-running it continues that run (same config, or --resume)
     max_failures: int = 1  # worker-group restarts from the last checkpoint before the run fails
+    checkpoint_every_batches: int | None = None  # also checkpoint mid-epoch every N steps (None: epoch ends)
     fusion_weights: tuple[float, float] = (1.0, 1.0)  # integrity, intensity (docs/method.md §7: 1:1 sum)
     seed: int = 0
     wandb: WandbMode = "auto"  # auto: online with an API key, else offline
@@ -190,7 +215,7 @@ class TrainConfig:
     # Tested weights: "last" epoch (the reference) or "best" by validation top-1 on a split disjoint from
     # the test split (data.val_split or data.val_fraction); results.json records which ("tested").
     select: Select = "last"
-    from_scratch: bool = False  # HMDB51: train without --pretrained weights on purpose (see check_launchable)
+    from_scratch: bool = False  # HMDB51: train without --pretrained weights on purpose (train.launch.resolve)
     eval_num_clips: int = 1  # test views: clips per video
     eval_flip: bool = True  # test views: add the mirrored view (docs/method.md §5 double=True)
     log_every: int = 20  # progress line / W&B point every N steps
@@ -211,6 +236,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.loader_workers < 0:
             raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
+        if self.use_gpu not in (True, False, "auto"):
+            raise ValueError(f"use_gpu must be true, false or 'auto', got {self.use_gpu!r}")
         if len(self.fusion_weights) != 2:
             raise ValueError(f"fusion_weights must be (integrity, intensity), got {self.fusion_weights}")
         if self.pretrained and self.from_scratch:
@@ -263,17 +290,6 @@ def check_best_selection(data: DataConfig) -> None:
         raise ValueError(f"--select best would pick the epoch on the test split {data.test_split!r} "
                          "(data.val_split == data.test_split): give a disjoint --data.val-split, or "
                          "--data.val-split None --data.val-fraction F to hold videos out of train")
-
-
-def check_launchable(cfg: TrainConfig) -> None:
-    """Refusals that need the finished config and must come before Ray starts (`intint.train.launch`).
-
-    HMDB51's published numbers start from the Kinetics-400 PoseC3D checkpoint; training it from scratch
-    without saying so would report something else under the paper's name.
-    """
-    if cfg.dataset == "hmdb51" and not cfg.pretrained and not cfg.from_scratch:
-        raise ValueError("hmdb51: the paper's HMDB51 numbers start from the Kinetics-400 PoseC3D weights: "
-                         "pass --pretrained PATH (or --from-scratch to train without them)")
 
 
 def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -329,7 +345,7 @@ class EvaluateConfig:
     weights: Weights = "last"  # the checkpoint's own epoch ("last") or the best epoch it holds ("best")
     shards: str | None = None  # default: the shard set the run trained on
     split: str | None = None  # default: the run's test split
-    out: str | None = None  # results JSON; default results.json inside the checkpoint folder
+    out: str | None = None  # results JSON; default eval-<split>-<weights>.json in the checkpoint folder
     num_clips: int | None = None  # default: the run's eval_num_clips
     flip: bool | None = None  # default: the run's eval_flip
     loader_workers: int | None = None
@@ -354,25 +370,15 @@ def loader_config(cfg: TrainConfig, split: str, *, train: bool):
         holdout = Holdout(cfg.data.val_fraction, cfg.data.val_seed, "train")
     pipeline = PipelineConfig(train_hw=(cfg.data.train_size,) * 2, test_hw=(cfg.data.test_size,) * 2,
                               train_short_side=cfg.data.train_short_side)
+    data = cfg.data
     return LoaderConfig(
-        shards=cfg.shards,
-        split=split,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.loader_workers,
-        pathways=cfg.pathways,
-        heatmaps_on=cfg.heatmaps_on,
-        clip_len=cfg.data.clip_len,
-        intensity_mode=cfg.intensity_mode,
-        intensity_definition=cfg.intensity_definition,
-        jba_weights=cfg.jba_weights,
-        jitter=cfg.data.jitter if train else 0,
-        pipeline=pipeline,
-        sigma=cfg.data.sigma,
-        max_persons=cfg.data.max_persons,
-        seed=cfg.seed,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        pin_memory=cfg.use_gpu,
-        holdout=holdout,
+        shards=cfg.shards, split=split, batch_size=cfg.batch_size, num_workers=cfg.loader_workers,
+        pathways=cfg.pathways, heatmaps_on=cfg.heatmaps_on, clip_len=data.clip_len,
+        intensity_mode=cfg.intensity_mode, intensity_definition=cfg.intensity_definition,
+        jba_weights=cfg.jba_weights, jitter=data.jitter if train else 0, pipeline=pipeline, sigma=data.sigma,
+        max_persons=data.max_persons, seed=cfg.seed, shuffle_buffer=data.shuffle_buffer,
+        remainder=data.remainder, holdout=holdout,
+        pin_memory=cfg.use_gpu is True,  # "auto" is resolved before a loader exists
     )
 
 

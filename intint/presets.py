@@ -24,7 +24,7 @@ def finegym() -> TrainConfig:
     `--select best --data.val-fraction F` picks the epoch on videos held out of train instead.
     """
     return TrainConfig(
-        dataset="finegym", name="finegym", epochs=80, repeat=10, batch_size=16, num_workers=4, use_gpu=True,
+        dataset="finegym", name="finegym", epochs=80, repeat=10, batch_size=16, num_workers=4, use_gpu="auto",
         intensity_definition="JBA_weighted", intensity_mode="reference", precision="fp32", select="last",
         optim=OptimConfig(lr=0.4, weight_decay=3e-4, schedule="cosine", grad_clip=40.0, base_batch=64),
         model=ModelConfig(stage_blocks=(4, 6, 3), base_channels=32, dropout=0.5),
@@ -38,14 +38,14 @@ def hmdb51(split: int = 1) -> TrainConfig:
     and 11, fp32, the last epoch tested on `test{split}`.
 
     Pass the K400 PoseC3D checkpoint with `--pretrained PATH` (the 400-way head is skipped on load); a run
-    without it is refused unless `--from-scratch` says so (`check_launchable`). No per-epoch validation
+    without it is refused unless `--from-scratch` says so (`train.launch.resolve`). No per-epoch validation
     runs (HMDB51 has none apart from its test split); `--data.val-fraction F` adds one held out of train.
     """
     if split not in (1, 2, 3):
         raise ValueError(f"HMDB51 has splits 1, 2 and 3, got {split}")
     return TrainConfig(
         dataset="hmdb51", name=f"hmdb51-split{split}", epochs=12, repeat=10, batch_size=16, num_workers=4,
-        use_gpu=True, intensity_definition="J", intensity_mode="reference", precision="fp32", select="last",
+        use_gpu="auto", intensity_definition="J", intensity_mode="reference", precision="fp32", select="last",
         optim=OptimConfig(lr=0.01, weight_decay=1e-4, schedule="step", steps=(9, 11), gamma=0.1,
                           grad_clip=40.0, base_batch=64),
         model=ModelConfig(stage_blocks=(3, 4, 6), base_channels=32, dropout=0.5),
@@ -56,23 +56,26 @@ def hmdb51(split: int = 1) -> TrainConfig:
 
 def _cpu_run(**fields: Any) -> TrainConfig:
     """A small CPU run: 2 Ray workers of 1 CPU and 1 loader process each, one pass per epoch, fp32,
-    intensity definition J; `fields` gives the rest."""
+    intensity definition J, on CPU even where there are GPUs; `fields` gives the rest."""
     return TrainConfig(repeat=1, num_workers=2, cpus_per_worker=1, loader_workers=1, intensity_definition="J",
-                       precision="fp32", **fields)
+                       precision="fp32", use_gpu=False, **fields)
 
 
 def demo() -> TrainConfig:
-    """A CPU-sized run that learns the demo dataset in a few minutes on 2 cores (2 Ray workers, 1 CPU each).
+    """A CPU-sized run that trains both pathways to a plateau on the demo dataset in minutes on 2 cores
+    (2 Ray workers, 1 CPU each).
 
-    The 1×7×7 stem over 17 joint channels costs most of a step, so the model is narrow (base 8, one block
-    per stage) and the heatmaps small (16×16); clips stay 48 frames, the window that covers a whole demo
-    burst. σ = 1 px keeps a joint's blob resolvable at that size.
+    A step's cost grows with the heatmap area and the width, so the model is narrow (base 8, one block per
+    stage) and the heatmaps small (12×12); clips stay 48 frames, the window that covers a whole demo burst.
+    σ = 0.75 px keeps a joint's blob resolvable at that size. The Integrity pathway sees a burst in only a
+    few of its 48 uniformly spread frames and learns much more slowly than the Intensity pathway: the
+    epochs are sized so that it, too, reaches its plateau (smaller heatmaps buy those epochs).
     """
     return _cpu_run(
-        dataset="demo", name="demo", epochs=16, batch_size=8, log_every=5,
+        dataset="demo", name="demo", epochs=24, batch_size=8, log_every=5,
         optim=OptimConfig(lr=0.2, weight_decay=1e-4, schedule="cosine", grad_clip=40.0, base_batch=16),
         model=ModelConfig(stage_blocks=(1, 1, 1), base_channels=8, dropout=0.0),
-        data=DataConfig(clip_len=48, train_size=16, test_size=16, train_short_side=18, sigma=1.0,
+        data=DataConfig(clip_len=48, train_size=12, test_size=12, train_short_side=14, sigma=0.75,
                         shuffle_buffer=64, train_split="train", val_split="val", test_split="test"),
     )
 

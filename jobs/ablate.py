@@ -26,13 +26,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from intint.ablation import plan, sweep  # noqa: E402
-from intint.cli import run_job  # noqa: E402
 from intint.train.logs import configure_logging  # noqa: E402
+from intint.user_errors import run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_logging()
-    return sweep.run(plan.parse_args(sys.argv[1:] if argv is None else argv, description=__doc__))
+    ab = plan.parse_args(sys.argv[1:] if argv is None else argv, description=__doc__)
+    return sweep.run(sweep.checked(ab))  # preflight of every seed's config: one error line before Ray
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class AblationConfig:
     jba_weights: dict[str, float] | None = None
     concurrency: int | None = None  # at most this many runs at once; None = as many as resources hold
     cpus: int | None = None  # CPUs of a private local Ray; default max(this machine's, one run's needs)
+    # > 1: the whole sweep once per seed base.seed, base.seed + 1, ... into `<sweep>/seed-<k>/`, then the
+    # table over seeds (`intint.ablation.seed_table`); `{seed}` in base.shards picks each seed's shards.
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         self.placements = tuple(self.placements)
@@ -74,6 +77,8 @@ class AblationConfig:
                                  f"accuracies; add {missing} to the placements or give fixed --jba-weights")
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
 
     @property
     def sweep_folder(self) -> str:
@@ -165,7 +170,8 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 def sweep_parser() -> argparse.ArgumentParser:
     """The sweep's own options; every other flag overrides a field of the preset's TrainConfig."""
-    p = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS)
+    # No abbreviations: `--seed K` is the TrainConfig field, not `--seeds`.
+    p = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS, allow_abbrev=False)
     p.add_argument("--placements", nargs="+", default=["paper"],
                    help="Intensity clip placements to train: names, comma lists, `paper` (default: "
                         f"{' '.join(DEFAULT_PLACEMENTS)}), `singles` or `all`")
@@ -174,6 +180,9 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=None, help="at most N runs at once (default: as "
                                                                  "many as the cluster's resources hold)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the private local Ray (default: all)")
+    p.add_argument("--seeds", type=int, default=1, help="run the sweep for N consecutive seeds (from --seed) "
+                                                        "into <sweep>/seed-<k>/ and tabulate mean ± sd; "
+                                                        "{seed} in --shards picks each seed's shard set")
     return p
 
 
@@ -188,4 +197,4 @@ def parse_args(argv: Sequence[str], description: str | None = None, prog: str | 
     base = config.parse_args(rest, default_preset="demo", description=text, prog=prog)
     return AblationConfig(base=base, placements=parse_placements(known.placements),
                           jba_weights=parse_weights(known.jba_weights), concurrency=known.concurrency,
-                          cpus=known.cpus)
+                          cpus=known.cpus, seeds=known.seeds)

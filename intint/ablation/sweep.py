@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from intint.ablation import results_table
+from intint.ablation import results_table, seed_table
 from intint.ablation.plan import (
     DONE_FILE,
     INTEGRITY_RUN,
@@ -87,11 +87,12 @@ class RunRecord:
 
 def predict_checkpoint(config: dict[str, Any], checkpoint_url: str, splits: dict[str, str]
                        ) -> dict[str, SplitPredictions]:
-    """Per-video probabilities of a run's best weights on each split (split role → predictions).
+    """Per-video probabilities of the weights the run tests on each split (split role → predictions).
 
-    Runs where the run's data is readable (a Ray task). The latest checkpoint of a run holds the best
-    epoch's weights (`best_model` when a later epoch was saved after it, else `model`); the views are
-    the run's test views. A split named twice (validation = test) is predicted once.
+    Runs where the run's data is readable (a Ray task). The run's `select` names the weights, as for its
+    own test: the last epoch's (the reference's protocol, the checkpoint's `model`) or the best epoch's by
+    validation (`best_model` when a later epoch was saved after it); the views are the run's test views. A
+    split named twice (validation = test) is predicted once.
     """
     import torch
 
@@ -103,7 +104,7 @@ def predict_checkpoint(config: dict[str, Any], checkpoint_url: str, splits: dict
 
     cfg = TrainConfig.from_dict(config)
     device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    model = load_model(checkpoint_url, "best", device, cfg=cfg).model
+    model = load_model(checkpoint_url, cfg.select, device, cfg=cfg).model
     pathway = model.pathways[0]
     done: dict[str, SplitPredictions] = {}
     out: dict[str, SplitPredictions] = {}
@@ -183,8 +184,9 @@ def concurrent_slots(cfg: TrainConfig, resources: Mapping[str, float], limit: in
 
 
 class Sweep:
-    """Schedules the runs on a thread pool: Integrity and the placements first (J, B, A early), then
-    JBA_weighted once J, B, A and Integrity are done and its weights are known."""
+    """Schedules the runs on a thread pool: Integrity, Random, J, B, A, the other placements, then
+    JBA_weighted once J, B, A and Integrity are done and its weights are known. Random comes early: every
+    other row is compared with it, so a sweep cut short still answers that question for the rows it has."""
 
     def __init__(self, ab: AblationConfig, num_classes: int, slots: int) -> None:
         self.ab, self.num_classes, self.slots = ab, num_classes, slots
@@ -193,7 +195,7 @@ class Sweep:
         self.jba: dict[str, Any] | None = None
 
     def _order(self) -> list[str | None]:
-        first = [g for g in JBA_SOURCES if g in self.ab.placements]
+        first = [g for g in (results_table.RANDOM, *JBA_SOURCES) if g in self.ab.placements]
         rest = [p for p in self.ab.placements if p not in first and p != "JBA_weighted"]
         return [None, *first, *rest]
 
@@ -315,8 +317,8 @@ def write_outputs(table: Mapping[str, Any], folder: str) -> dict[str, str]:
     return urls
 
 
-def run(ab: AblationConfig) -> dict[str, Any]:
-    """Run (or finish) the sweep and write its table; returns the table dict.
+def run_one(ab: AblationConfig) -> dict[str, Any]:
+    """Run (or finish) the sweep of one seed and write its table; returns the table dict.
 
     Starts a private local Ray unless one is initialised or `RAY_ADDRESS` names a cluster. Raises
     `RuntimeError` listing the failed runs after writing the table of the others.
@@ -345,3 +347,51 @@ def run(ab: AblationConfig) -> dict[str, Any]:
     if sweep.failures:
         raise RuntimeError("failed runs: " + "; ".join(f"{n}: {e}" for n, e in table["failed"].items()))
     return table
+
+
+def run(ab: AblationConfig) -> dict[str, Any]:
+    """The sweep of `ab`: one seed (`run_one`, its table), or `ab.seeds` seeds each into `<sweep>/seed-<k>/`
+    and then the table over seeds (`intint.ablation.seed_table`, written into the sweep folder; returned).
+
+    A seed whose runs fail does not stop the next; the seeds table then holds the seeds that finished, and
+    `RuntimeError` names the failed ones after it is written.
+    """
+    if ab.seeds == 1:
+        shards = seed_table.seed_shards(ab.base.shards, ab.base.seed)
+        return run_one(dataclasses.replace(ab, base=dataclasses.replace(ab.base, shards=shards)))
+    tables: dict[int, dict[str, Any]] = {}
+    failed: dict[int, str] = {}
+    for seed in range(ab.base.seed, ab.base.seed + ab.seeds):
+        one = dataclasses.replace(ab, base=seed_table.per_seed_base(ab.base, seed), seeds=1)
+        log.info("sweep seed %d (%d of %d) into %s", seed, len(tables) + len(failed) + 1, ab.seeds,
+                 one.sweep_folder)
+        try:
+            tables[seed] = run_one(one)
+        except RuntimeError as err:
+            failed[seed] = str(err)
+            log.error("sweep seed %d FAILED: %s", seed, err)
+    if not tables:
+        raise RuntimeError("every seed's sweep failed: "
+                           + "; ".join(f"seed {k}: {e}" for k, e in failed.items()))
+    hits = {k: seed_table.table_hits(t, ab.base.fusion_weights) for k, t in tables.items()}
+    table = {**seed_table.combine(tables, hits), "failed_seeds": {str(k): e for k, e in failed.items()}}
+    urls = seed_table.write_outputs(table, ab.sweep_folder, write_json)
+    log.info("%s", seed_table.to_markdown(table))
+    log.info("seeds table written to %s", ", ".join(urls.values()))
+    if failed:
+        raise RuntimeError("failed seeds: " + "; ".join(f"seed {k}: {e}" for k, e in failed.items()))
+    return table
+
+
+def checked(ab: AblationConfig) -> AblationConfig:
+    """`ab` after the preflight checks (`intint.train.preflight`) of every seed's config: each seed's shard
+    set (`{seed}` in the shard URL filled in) must open; the base comes back resolved, the template kept."""
+    from intint.train import preflight
+
+    seeds = range(ab.base.seed, ab.base.seed + ab.seeds)
+    if seed_table.SEED_PLACEHOLDER not in ab.base.shards:
+        return dataclasses.replace(ab, base=preflight.check(ab.base))
+    first, *_ = [preflight.check(seed_table.per_seed_base(ab.base, k)) for k in seeds]
+    template = launch.resolve(ab.base).shards
+    return dataclasses.replace(ab, base=dataclasses.replace(first, shards=template, seed=ab.base.seed,
+                                                            name=ab.base.name))

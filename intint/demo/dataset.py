@@ -66,10 +66,8 @@ class DemoConfig:
     num_per_class_val: int = 10
     num_per_class_test: int = 20
     seed: int = 0
-    # Videos of 120-400 frames (count classes 200-400): inside the 60-400, but without the very
-    # short videos where a single burst fills most of the uniformly sampled clip and looks like three
-    # repetitions. Measured with `intint demo` (16 epochs): 60-400 gave Integrity / Intensity / fused
-    # top-1 41.5 / 65.5 / 66.5 %, 120-400 gave 55.0 / 66.0 / 86.0 %, 200-300 34.0 / 55.5 / 62.0 %.
+    # Videos of 120-400 frames (count classes 200-400): without the very short videos where a single
+    # burst fills most of the uniformly sampled clip and looks like three repetitions.
     min_frames: int = 120
     max_frames: int = 400
     min_frames_count_classes: int = 200    # three repetitions 48 frames apart need room

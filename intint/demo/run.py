@@ -12,7 +12,7 @@ Output folder layout (`--out`, default ./demo_out):
                    true burst intervals, which the PYSKL format has no field for)
   shards/          the shard set
   run/             the Ray run: checkpoints, results.json, history.jsonl, wandb/ (offline, `wandb sync`)
-  checkpoint/      a copy of the tested (best) checkpoint (`intint predict --checkpoint`)
+  checkpoint/      a copy of the tested (last epoch's) checkpoint (`intint predict --checkpoint`)
   results.json     integrity / intensity / fused (1:1) / fused_tuned (weight chosen on val): top1, top5,
                    mean_class (+ confusion, num_samples)
   intensity_*.png, heatmaps_*.png, training_curves.png, confusion_fused.png

@@ -7,13 +7,15 @@ all probabilities to every rank, where they are aligned by sample key and scored
 `intint.eval.metrics` (docs/method.md §6.2, §6.4, §7). Every rank gets the same metrics, so every rank can
 take the same decisions (best epoch) without another broadcast. Testing (`evaluate_test`) also predicts the
 validation split with the test views and adds `fused_tuned`, the fusion weighted on validation
-(`intint.eval.fusion_tuning`), when the run has a validation split apart from its test split.
+(`intint.eval.fusion_tuning`), when the run has a validation split apart from its test split; it names
+the classes in the results and leaves the per-video probabilities beside them (`intint.eval.outputs`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,11 +25,10 @@ import torch
 import torch.distributed as dist
 
 from intint.config import EvaluateConfig, TrainConfig, loader_config
-from intint.eval import fusion_tuning, metrics
+from intint.eval import fusion_tuning, metrics, outputs
 from intint.eval.models import Weights, load_model
 from intint.model import checkpoint
 from intint.model.slowonly import PATHWAYS, TwoPathwayModel
-from intint.store import fsio
 
 
 @dataclass
@@ -69,12 +70,27 @@ def model_inputs(batch: Mapping[str, Any], pathways: Iterable[str], device: torc
     return inputs
 
 
+def progress_bar(batches: Iterable[Any], label: str | None) -> Iterable[Any]:
+    """`batches` with a tqdm bar on stderr counting batches and videos (`label`: its title; None: no bar)."""
+    if label is None:
+        return batches
+    from tqdm import tqdm
+
+    try:
+        total = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    return tqdm(batches, total=total, desc=label, unit="batch", file=sys.stderr, mininterval=1.0,
+                dynamic_ncols=True)
+
+
 def predict(model: TwoPathwayModel, batches: Iterable[Mapping[str, Any]], device: torch.device, *,
             prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
-            bf16: bool = False) -> Predictions:
+            bf16: bool = False, progress: str | None = None) -> Predictions:
     """Run this rank's eval batches (`B×N×K×T×H×W` per pathway) → per-video probabilities.
 
     `prepare(batch)` moves/renders a batch on the device (`intint.loader.device.to_device`); identity if None.
+    `progress` titles a progress bar on stderr (None: none; give it on one rank only).
     """
     was_training = model.training
     model.eval()
@@ -84,7 +100,7 @@ def predict(model: TwoPathwayModel, batches: Iterable[Mapping[str, Any]], device
     skipped = 0
     try:
         with torch.inference_mode(), autocast(device, bf16):
-            for batch in batches:
+            for batch in progress_bar(batches, progress):
                 skipped += int(batch.get("skipped", 0))
                 if prepare is not None:
                     batch = prepare(batch)
@@ -152,15 +168,19 @@ def flat_metrics(results: Mapping[str, Any], prefix: str) -> dict[str, float]:
 
 def predict_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank: int, world_size: int,
                   device: torch.device, num_clips: int, flip: bool,
-                  loader: Iterable[Mapping[str, Any]] | None = None) -> Predictions:
-    """All ranks' predictions of `split` (`num_clips` clips, × 2 with `flip`), merged; same on each rank."""
+                  loader: Iterable[Mapping[str, Any]] | None = None, progress: bool = False) -> Predictions:
+    """All ranks' predictions of `split` (`num_clips` clips, × 2 with `flip`), merged; same on each rank.
+
+    With `progress`, rank 0 shows a progress bar of its batches on stderr.
+    """
     from intint.loader import streams
     from intint.loader.device import to_device
 
     lcfg = loader_config(cfg, split, train=False)
     if loader is None:
         loader = streams.eval_loader(lcfg, rank, world_size, num_clips=num_clips, flip_double=flip)
-    local = predict(model, loader, device, prepare=lambda b: to_device(b, device, lcfg), bf16=cfg.bf16)
+    local = predict(model, loader, device, prepare=lambda b: to_device(b, device, lcfg), bf16=cfg.bf16,
+                    progress=f"predict {split}" if progress and rank == 0 else None)
     return merge(all_gather(local), split)
 
 
@@ -179,31 +199,63 @@ def evaluate_split(model: TwoPathwayModel, cfg: TrainConfig, split: str, *, rank
 
 
 def evaluate_test(model: TwoPathwayModel, cfg: TrainConfig, *, rank: int, world_size: int,
-                  device: torch.device, num_classes: int, split: str | None = None) -> dict[str, Any]:
+                  device: torch.device, num_classes: int, split: str | None = None,
+                  results_url: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Test `split` (default the run's test split) with the test views, as `evaluate_split`, plus
     `fused_tuned`: the fusion weight chosen on the run's validation set (`data.validation_split`: the val
     split or the videos held out of train), predicted with the same views.
 
     Without a validation split apart from the tested one (or with one pathway) `fused_tuned` is left out
     and `meta.fused_tuned_absent` says why. Only the validation labels choose the weight
-    (`fusion_tuning.fuse_test` is never given the test labels).
+    (`fusion_tuning.fuse_test` is never given the test labels). The results name the classes (`classes`,
+    index = class id; `meta.classes_source` says where the names come from, `outputs.class_names`).
+    `results_url` is the results file the caller writes: rank 0 writes the per-video probabilities beside
+    it (`outputs.probabilities_url`). `progress`: progress bars on stderr (rank 0).
     """
     split = split or cfg.data.test_split
     views = {"num_clips": cfg.eval_num_clips, "flip": cfg.eval_flip}
-    test = predict_split(model, cfg, split, rank=rank, world_size=world_size, device=device, **views)
+    test = predict_split(model, cfg, split, rank=rank, world_size=world_size, device=device,
+                         progress=progress, **views)
     results = score(test, num_classes, tuple(cfg.fusion_weights))
-    results["meta"].update(split=split, **views)
+    classes = outputs.class_names(cfg.shards, num_classes)
+    results["classes"] = classes.names
+    results["meta"].update(split=split, classes_source=classes.source, **views)
+    probs = dict(test.probs)
+    if "fused" in results:
+        probs["fused"] = metrics.fuse(probs["integrity"], probs["intensity"], tuple(cfg.fusion_weights))
     val_split = cfg.data.validation_split
     reason = fusion_tuning.absent_reason(val_split, split, list(test.probs))
     if reason is not None:
         results["meta"]["fused_tuned_absent"] = reason
-        return results
-    val = predict_split(model, cfg, val_split, rank=rank, world_size=world_size, device=device, **views)
+    else:
+        val = predict_split(model, cfg, val_split, rank=rank, world_size=world_size, device=device,
+                            progress=progress, **views)
+        results["fused_tuned"], probs["fused_tuned"] = tuned_fusion(val, test, val_split, num_classes)
+    if results_url is not None and rank == 0:
+        write_probabilities(cfg, test, probs, classes, results, outputs.probabilities_url(results_url))
+    return results
+
+
+def tuned_fusion(val: Predictions, test: Predictions, val_split: str,
+                 num_classes: int) -> tuple[dict[str, Any], np.ndarray]:
+    """`fused_tuned` of the results (`fusion_tuning.tuned_metrics`) and the tuned fused test scores."""
     val_scores = fusion_tuning.ValidationScores(val.probs["integrity"], val.probs["intensity"], val.labels,
                                                 val_split)
-    results["fused_tuned"] = fusion_tuning.tuned_metrics(val_scores, test.probs["integrity"],
-                                                         test.probs["intensity"], test.labels, num_classes)
-    return results
+    fused, choice = fusion_tuning.fuse_test(val_scores, test.probs["integrity"], test.probs["intensity"])
+    return {**metrics.pathway_metrics(fused, test.labels, num_classes), **choice.record()}, fused
+
+
+def write_probabilities(cfg: TrainConfig, test: Predictions, probs: Mapping[str, np.ndarray],
+                        classes: outputs.ClassNames, results: Mapping[str, Any], url: str) -> str:
+    """The per-video table of a test (`outputs.probabilities_table`), with frame_dirs from the shards."""
+    split = results["meta"]["split"]
+    meta = {**results["meta"], "fusion_weights": list(cfg.fusion_weights)}
+    if "fused_tuned" in results:
+        meta["fused_tuned_weight"] = results["fused_tuned"]["weight"]
+    frame_dir = outputs.frame_dirs(cfg.shards, loader_config(cfg, split, train=False).split, test.keys)
+    table = outputs.probabilities_table(test.keys, test.labels, probs, classes, frame_dir=frame_dir,
+                                        meta=meta)
+    return outputs.write_probabilities(table, url)
 
 
 def _run_config(checkpoint_dir: str, args: EvaluateConfig) -> TrainConfig:
@@ -223,14 +275,17 @@ def evaluate_checkpoint(args: EvaluateConfig, weights: Weights = "last") -> tupl
 
     The run's config comes from the checkpoint; `args` overrides the shard set, split and views. `weights`
     picks the checkpoint's own epoch ("last") or the best epoch so far ("best"). Results go to `args.out`,
-    by default `results.json` inside the checkpoint folder. Returns (results URL, results).
+    by default `eval-<split>-<weights>.json` inside the checkpoint folder (`outputs.evaluation_url`: never
+    the `results.json` training wrote), the per-video probabilities beside them
+    (`outputs.probabilities_url`). Returns (results URL, results).
     """
     checkpoint_dir = checkpoint.resolve(args.checkpoint)
     cfg = _run_config(checkpoint_dir, args)
     trained = load_model(checkpoint_dir, weights, args.device, cfg=cfg)
+    split = args.split or cfg.data.test_split
+    url = args.out or outputs.evaluation_url(checkpoint_dir, split, weights)
     results = evaluate_test(trained.model, cfg, rank=0, world_size=1, device=trained.device,
-                            num_classes=trained.num_classes, split=args.split or cfg.data.test_split)
-    results["meta"].update(checkpoint=checkpoint_dir, epoch=trained.epoch)
-    url = args.out or fsio.join(checkpoint_dir, checkpoint.RESULTS_FILE)
+                            num_classes=trained.num_classes, split=split, results_url=url, progress=True)
+    results["meta"].update(checkpoint=checkpoint_dir, epoch=trained.epoch, weights=weights)
     metrics.write_results(results, url)
     return url, results

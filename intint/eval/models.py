@@ -82,18 +82,21 @@ class TrainedModel:
     num_classes: int
     epoch: int
     device: torch.device
+    checkpoint: str = ""  # the checkpoint folder the weights came from (`checkpoint.resolve`d)
 
 
 def load_model(checkpoint_dir: str, weights: Weights, device: str | torch.device | None = None, *,
                cfg: TrainConfig | None = None) -> TrainedModel:
-    """Build the model of a checkpoint folder (path or fsspec URL) and load its ``weights``.
+    """Build the model of a checkpoint (path or fsspec URL) and load its ``weights``.
 
-    ``cfg`` is the run config to build from; by default the one stored in the checkpoint (pass one to
-    override the shard set or views first). The class count is the checkpoint's, else the config's, else the
-    shard manifest's. ``device`` defaults to CUDA when available.
+    ``checkpoint_dir`` is a checkpoint folder or a run folder (its tested checkpoint), as
+    ``checkpoint.resolve`` reads it. ``cfg`` is the run config to build from; by default the one stored in the
+    checkpoint (pass one to override the shard set or views first). The class count is the checkpoint's,
+    else the config's, else the shard manifest's. ``device`` defaults to CUDA when available.
     """
     if weights not in ("best", "last"):
         raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
+    checkpoint_dir = checkpoint.resolve(checkpoint_dir)
     if cfg is None:
         cfg = TrainConfig.from_dict(checkpoint.load_config(checkpoint_dir))
     state = checkpoint.load_state(checkpoint_dir)
@@ -105,4 +108,4 @@ def load_model(checkpoint_dir: str, weights: Weights, device: str | torch.device
     model = build_model(cfg, num_classes)
     model.load_state_dict(checkpoint_weights(state, weights))
     model.to(dev).eval()
-    return TrainedModel(model, cfg, num_classes, int(state["epoch"]), dev)
+    return TrainedModel(model, cfg, num_classes, int(state["epoch"]), dev, checkpoint_dir)

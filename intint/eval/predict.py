@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from intint.config import TrainConfig, loader_config
-from intint.eval import metrics
+from intint.eval import metrics, outputs
 from intint.eval.models import Weights, load_model
 from intint.loader.clip_maker import ClipMaker, render_views
 from intint.pose import annotations, intensity
@@ -74,16 +74,14 @@ def find_sample(raw: Mapping, key: str | None, num_classes: int | None = None) -
 
 
 def _class_names(cfg: TrainConfig, num_classes: int, classes: str | None) -> list[str]:
-    """Names from a class file, else the run's shard manifest, else class_0.. (the manifest may be gone)."""
+    """Names from a class file, else the run's (`outputs.class_names`: the shard manifest's, else
+    class_0..; the manifest may be gone)."""
     if classes:
         from intint.store.build import read_class_names
 
         names = read_class_names(classes)
     else:
-        try:
-            names = shardio.read_manifest(cfg.shards).classes
-        except (FileNotFoundError, shardio.ShardFormatError, ValueError):
-            names = [f"class_{i}" for i in range(num_classes)]
+        names = outputs.class_names(cfg.shards, num_classes).names
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a checkpoint with {num_classes} classes")
     return names
@@ -101,7 +99,8 @@ def _jba_accuracies(cfg: TrainConfig) -> dict[str, float] | None:
 class Predictor:
     """A checkpoint loaded once, predicting any number of videos with the run's test views.
 
-    `weights` picks the checkpoint's own epoch ("last") or the best epoch so far ("best").
+    `checkpoint_dir` is a checkpoint folder or a run folder (its tested checkpoint). `weights` picks the
+    checkpoint's own epoch ("last") or the best epoch so far ("best").
     """
 
     def __init__(self, checkpoint_dir: str, *, classes: str | None = None, device: str | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from intint.loader.epoch_plan import REMAINDERS, Layout, Segment
 from intint.loader.holdout import Holdout
 from intint.pose import intensity
 from intint.pose.sampling import PATHWAYS
@@ -38,6 +39,9 @@ class LoaderConfig:
     max_persons: int | None = None  # None: every person is rendered; else a cap (dropped persons are counted)
     seed: int = 0
     shuffle_buffer: int = 256
+    # What an epoch does with the samples an even split over ranks × workers leaves (loader.epoch_plan):
+    # "repeat" re-reads the fewest samples that give every rank the same batches, "drop" leaves them out.
+    remainder: str = "repeat"
     allow_missing_shards: bool = False
     verify_checksums: bool | None = None  # SHA-256 of each shard as it streams; None: where cheap
     pin_memory: bool = False
@@ -61,6 +65,8 @@ class LoaderConfig:
         for name in ("num_workers", "jitter", "seed", "shuffle_buffer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LoaderConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.remainder not in REMAINDERS:
+            raise ValueError(f"LoaderConfig.remainder must be one of {REMAINDERS}, got {self.remainder!r}")
         if self.sigma <= 0:
             raise ValueError(f"LoaderConfig.sigma must be positive, got {self.sigma}")
         if self.jba_weights is not None and self.intensity_definition != "JBA_weighted":
@@ -91,21 +97,54 @@ class LoaderConfig:
 
 @dataclass
 class LoaderState:
-    """Where a training loader is: the epoch and how many of its batches this rank has consumed."""
+    """Where a training loader is: its epoch, the seed and sample count of that epoch's order, and the
+    epoch's segments so far (``loader.epoch_plan``): the layouts it was read under before (``prior``, each
+    with the batches every rank consumed) and the current one with ``batches_consumed``.
+
+    Together they say which samples of the epoch were delivered, on any number of ranks and workers, so
+    another layout can take the rest. ``seed is None``: a state of the old format (no layout recorded),
+    which only places the start of an epoch.
+    """
 
     epoch: int = 0
-    batches_consumed: int = 0
+    batches_consumed: int = 0  # every rank's batches in the current segment
+    seed: int | None = None
+    samples: int | None = None  # samples of the epoch's order (the split, without held-out videos)
+    layout: Layout | None = None  # the current segment's
+    prior: tuple[Segment, ...] = ()
 
-    def to_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
+    FORMAT = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.layout is None:
+            return {"epoch": self.epoch, "batches_consumed": self.batches_consumed}
+        segments = [*self.prior, Segment(self.layout, self.batches_consumed)]
+        return {"format": self.FORMAT, "epoch": self.epoch, "seed": self.seed, "samples": self.samples,
+                "segments": [s.to_dict() for s in segments]}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> LoaderState:
+        """Parse a ``to_dict``; an old-format state (``{"epoch", "batches_consumed"}``) loads at an epoch's
+        start only: its mid-epoch position belongs to the shard-level plan, whose order is gone."""
+        if not isinstance(state, dict):
+            raise ValueError(f"loader state must be a dict, got {state!r}")
+        if "format" not in state:
+            try:
+                epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+            except (KeyError, TypeError, ValueError) as exn:
+                raise ValueError(f"loader state must be a loader's state_dict(), got {state!r}") from exn
+            if consumed != 0 or epoch < 0:
+                raise ValueError(f"loader state {state!r} is of the old format with {consumed} batches "
+                                 "consumed mid-epoch under the shard-level plan, which this loader cannot "
+                                 "place; resume from a checkpoint at an epoch's start")
+            return cls(epoch, 0)
         try:
-            epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+            if int(state["format"]) != cls.FORMAT:
+                raise ValueError(f"format {state['format']}, this loader reads {cls.FORMAT}")
+            segments = tuple(Segment.from_dict(s) for s in state["segments"])
+            epoch, seed, samples = int(state["epoch"]), int(state["seed"]), int(state["samples"])
+            if not segments or epoch < 0 or samples < 0 or any(s.batches < 0 for s in segments):
+                raise ValueError("negative counts or no segment")
         except (KeyError, TypeError, ValueError) as exn:
-            raise ValueError("loader state must be {'epoch': int, 'batches_consumed': int}, "
-                             f"got {state!r}") from exn
-        if epoch < 0 or consumed < 0:
-            raise ValueError(f"loader state must be non-negative, got {state!r}")
-        return cls(epoch, consumed)
+            raise ValueError(f"loader state {state!r} is not a loader's state_dict(): {exn}") from exn
+        return cls(epoch, segments[-1].batches, seed, samples, segments[-1].layout, segments[:-1])

@@ -2,23 +2,23 @@
 
 Layout: ``train_loader`` / ``eval_loader`` wrap a torch ``DataLoader(batch_size=None)`` over an
 ``IterableDataset`` whose every item is a *whole batch*, assembled inside the worker process. Each
-worker streams its own shards (``intint.store.shardstream``, WebDataset), decodes each video once, cuts both
+worker reads its share of the shards (``intint.store.shardstream``), decodes each video once, cuts both
 pathways' clips from it (``loader.clip_maker``) and either renders the heatmaps itself
 (``heatmaps_on="workers"``) or ships the keypoint clips for ``loader.device.to_device`` to render on the
 training device (``heatmaps_on="device"``). How a batch crosses to the main process, and why that way:
 ``loader.batch_transport``; the recycled shared-memory buffers of training heatmaps: ``loader.shared_ring``.
 
-Training order is deterministic (``loader.epoch_plan``): the shard order is shuffled by
-(seed, epoch), split by rank then by worker, each worker shuffles its raw samples with a buffer
-seeded by (seed, epoch, rank, worker) and yields a fixed quota of batches, and the DataLoader
-collects from workers round-robin. The loader's state is just ``(epoch, batches_consumed)``; a
-resumed epoch makes each worker drop the samples of its already-consumed batches *before* any
-sampling, transforms or rendering and yields exactly the batches not yet seen.
+Training order is deterministic (``loader.epoch_plan``): the epoch's sample order (shards shuffled by
+(seed, epoch)) is cut into one contiguous run per worker of every rank, each worker reads its run
+(``loader.run_reader``) through a shuffle buffer seeded by (seed, epoch, segment, reader) and yields the
+plan's batches, and the DataLoader collects from workers round-robin. The loader's state is the epoch's
+segments (layouts and batches consumed in each); a resumed epoch makes each worker skip the samples of
+its consumed batches *unread* and yield exactly the batches not yet seen, and a state from another layout
+(ranks, workers, batch size) has the epoch's remaining samples split over this loader's readers.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,11 +33,12 @@ from intint.loader.batch_transport import BatchBuilder, log_truncated, unpack
 from intint.loader.clip_maker import ClipMaker
 from intint.loader.config import LoaderConfig, LoaderState
 from intint.loader.process_seeds import init_worker
+from intint.loader.run_reader import RunReader
 from intint.loader.shard_reader import ShardReader, Skips
 from intint.loader.shared_ring import Ledger, RingBuffer, WorkerBuffers
 from intint.loader.worker_faults import LoaderWorkerDied, received
 from intint.store import shardio
-from intint.store.shardstream import ShardRef, Video, shard_refs
+from intint.store.shardstream import ShardRef, shard_refs
 
 log = logging.getLogger(__name__)
 
@@ -81,62 +82,56 @@ class _Layout:
 
 
 class _TrainStream(IterableDataset):
-    """Yields this rank's training batches of one epoch; each worker process plays one reader."""
+    """Yields this rank's training batches of one epoch segment; each worker process plays one reader."""
 
-    def __init__(self, layout: _Layout, plan: epoch_plan.TrainPlan, shared_state: torch.Tensor,
-                 pool_flags: torch.Tensor | None) -> None:
+    def __init__(self, layout: _Layout, counts: list[int], plan: epoch_plan.Layout,
+                 shared_state: torch.Tensor, pool_flags: torch.Tensor | None) -> None:
         super().__init__()
-        self.layout, self.plan, self.shared_state, self.pool_flags = layout, plan, shared_state, pool_flags
+        self.layout, self.counts, self.plan = layout, counts, plan
+        self.shared_state, self.pool_flags = shared_state, pool_flags
+        self.history: tuple[int, tuple[epoch_plan.Segment, ...]] = (-1, ())  # (epoch, its earlier segments)
         self.peaks: dict[int, dict[str, int]] = {}  # per worker process (each has its own copy)
+        self.rows: dict[int, tuple[list[str], np.ndarray]] = {}  # per worker: each shard's keys, rows read
+        self.indexes: dict[int, Any] = {}  # per worker: sample indexes (shard_reader)
         self.arena: dict[int, RingBuffer] = {}  # this worker's recycled heatmap buffers (shared_ring)
-
-    def _videos(self, reader: int, epoch: int, skips: Skips) -> Iterator[tuple[str, Video]]:
-        """This reader's videos in order, endlessly: pass 0 is the epoch proper, later passes top up.
-
-        Yields ``(rng_key, video)``; top-up passes re-read the same shards, re-shuffled, and vary the
-        augmentation through the RNG key (``key#topup<p>``).
-        """
-        lay = self.layout
-        order = epoch_plan.epoch_shard_order(len(lay.shards), lay.cfg.seed, epoch)
-        mine = [lay.shards[i] for i in epoch_plan.reader_shards(order, lay.rank, lay.world_size, reader,
-                                                                 self.plan.readers)]
-        source = ShardReader(lay.cfg, mine, lay.num_classes, skips, self.peaks)
-        for p in itertools.count():
-            skips.counting = p == 0
-            entropy = [lay.cfg.seed, epoch, lay.rank, reader, p]
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
-            got = 0
-            for video in epoch_plan.shuffled(source.videos(), lay.cfg.shuffle_buffer, rng):
-                got += 1
-                yield (video.key if p == 0 else f"{video.key}#topup{p}"), video
-            if got == 0:
-                raise RuntimeError(f"rank {lay.rank} loader worker {reader}: no readable sample in its "
-                                   f"shards {[s.tar for s in mine]}; cannot fill its quota of "
-                                   f"{self.plan.quota}")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         slot = info.id if info is not None else 0
         epoch, consumed, generation = (int(v) for v in self.shared_state.tolist())
-        plan, cfg = self.plan, self.layout.cfg
+        lay, cfg = self.layout, self.layout.cfg
+        prior = self.history[1] if self.history[0] == epoch else ()
+        ids, split = segment_plan(self.counts, cfg.seed, epoch, prior, self.plan)
+        w = split.reader_of_slot(slot, consumed)
+        reader = lay.rank * self.plan.readers + w
+        done = split.skipped_batches(w, consumed)
+        sizes = split.batch_sizes(reader)[done:]
+        if not sizes:
+            return
         buffers = (None if self.pool_flags is None
                    else WorkerBuffers(self.pool_flags, slot, generation, self.arena))
-        reader = plan.reader_of_slot(slot, consumed)
         skips = Skips()
-        videos = self._videos(reader, epoch, skips)
+        source = ShardReader(cfg, lay.shards, lay.num_classes, skips, self.peaks, self.rows, self.indexes)
+        run = RunReader(source, epoch_plan.shard_offsets(self.counts), ids, split, reader, cfg.seed, epoch,
+                        len(prior))
+        maker = ClipMaker(cfg.active_pathways, cfg.clip_len, cfg.intensity_definition, cfg.jitter,
+                          cfg.pipeline, cfg.max_persons, cfg.seed)
+        batches = run.batches(sizes, split.delivered_after(reader, consumed))
         try:
-            for _ in range(plan.skipped_samples(reader, consumed)):
-                next(videos)  # decoded and checked only: no sampling, transforms or rendering
-            skips.take()
-            maker = ClipMaker(cfg.active_pathways, cfg.clip_len, cfg.intensity_definition, cfg.jitter,
-                              cfg.pipeline, cfg.max_persons, cfg.seed)
-            for size in plan.batch_sizes()[plan.skipped_batches(reader, consumed):]:
-                builder = BatchBuilder(cfg, size, None, False, buffers)
-                keys, batch = zip(*(next(videos) for _ in range(size)), strict=True)
-                builder.add_batch(list(batch), maker.train_batch(list(batch), epoch, list(keys)))
-                yield builder.finish(skips.take())
+            for videos, keys, skipped in batches:
+                builder = BatchBuilder(cfg, len(videos), None, False, buffers)
+                builder.add_batch(videos, maker.train_batch(videos, epoch, keys))
+                yield builder.finish(skipped)
         finally:
-            videos.close()
+            batches.close()
+
+
+def segment_plan(counts: list[int], seed: int, epoch: int, prior: tuple[epoch_plan.Segment, ...],
+                 layout: epoch_plan.Layout) -> tuple[np.ndarray, epoch_plan.Split]:
+    """The sample ids a segment after ``prior`` splits (epoch order) and their split over ``layout``."""
+    ids = epoch_plan.remaining_ids(counts, seed, epoch, prior) if prior else epoch_plan.epoch_order(
+        counts, seed, epoch)
+    return ids, epoch_plan.Split(layout, len(ids))
 
 
 class _EvalStream(IterableDataset):
@@ -204,20 +199,25 @@ def _dataloader(dataset: IterableDataset, cfg: LoaderConfig, num_workers: int) -
 
 
 class TrainLoader:
-    """This rank's training batches; ``len`` is the batches per epoch, the same on every rank.
+    """This rank's training batches; ``len`` is the batches of a whole epoch, the same on every rank.
 
     Epochs: ``set_epoch(e)`` moves to epoch ``e`` (and restarts it) unless the loader already is in
     epoch ``e``, which keeps a restored mid-epoch position; iterating after an epoch was fully
     consumed starts the next one. So both ``for e in ...: loader.set_epoch(e); for b in loader`` and a
-    bare ``for b in loader`` per epoch work, before and after ``load_state_dict``.
+    bare ``for b in loader`` per epoch work, before and after ``load_state_dict``. A state saved under
+    another layout (ranks, workers, batch size) continues its epoch with the samples not yet delivered,
+    split over this loader's readers (``remaining_batches`` of them in this epoch).
     """
 
     def __init__(self, cfg: LoaderConfig, rank: int, world_size: int) -> None:
         self.cfg = cfg
         self.layout = _layout(cfg, rank, world_size)
-        counts = holdout.counts(cfg, self.layout.shards)  # a validation hold-out reads fewer
-        self.plan = epoch_plan.train_plan(counts, world_size, cfg.num_workers, cfg.batch_size, cfg.split)
-        self.state = LoaderState()
+        self.counts = holdout.counts(cfg, self.layout.shards)  # a validation hold-out reads fewer
+        self.plan = epoch_plan.Layout(world_size, epoch_plan.num_readers(cfg.num_workers), cfg.batch_size,
+                                      cfg.remainder, cfg.shuffle_buffer)
+        self.full = epoch_plan.Split(self.plan, sum(self.counts))  # a whole epoch under this layout
+        self.state = self._fresh(0)
+        self._split = self.full  # the current segment's
         self.skips, self.truncated = SkipCounter(), SkipCounter()  # truncated: persons a cap left out
         self._generation = 0
         self.recycled_batches = 0  # batches delivered in recycled worker buffers (shared_ring)
@@ -227,37 +227,72 @@ class TrainLoader:
         # Heatmap buffers recycled between worker and main process (shared_ring), ring_slots per worker
         pooled = cfg.heatmaps_on == "workers" and cfg.num_workers > 0
         self._ledger = Ledger(cfg.num_workers, ring_slots(cfg)) if pooled else None
-        stream = _TrainStream(self.layout, self.plan, self._shared_state,
-                              None if self._ledger is None else self._ledger.flags)
-        self._loader = _dataloader(stream, cfg, cfg.num_workers)
+        self._stream = _TrainStream(self.layout, self.counts, self.plan, self._shared_state,
+                                    None if self._ledger is None else self._ledger.flags)
+        self._loader = _dataloader(self._stream, cfg, cfg.num_workers)
 
     def __len__(self) -> int:
-        return self.plan.batches_per_epoch
+        return self.full.batches_per_epoch
 
     @property
     def epoch(self) -> int:
         return self.state.epoch
 
+    @property
+    def remaining_batches(self) -> int:
+        """Batches this rank still yields in the current epoch."""
+        return self._split.batches_per_epoch - self.state.batches_consumed
+
+    def _fresh(self, epoch: int) -> LoaderState:
+        return LoaderState(epoch, 0, self.cfg.seed, self.full.n, self.plan)
+
     def set_epoch(self, epoch: int) -> None:
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         if epoch != self.state.epoch:
-            self.state = LoaderState(epoch, 0)
+            self.state, self._split = self._fresh(epoch), self.full
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return self.state.to_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` (any layout's ``state_dict``) stands: the same layout batch for batch,
+        another one with the epoch's samples not yet delivered."""
         restored = LoaderState.from_dict(state)
-        if restored.batches_consumed > len(self):
-            raise ValueError(f"loader state has {restored.batches_consumed} batches consumed, but an epoch "
-                             f"of this loader has {len(self)} (other shards, ranks, workers or batch size?)")
-        self.state = restored
+        if restored.layout is None:  # the old format, at an epoch's start
+            self.state, self._split = self._fresh(restored.epoch), self.full
+            return
+        if restored.seed != self.cfg.seed or restored.samples != self.full.n:
+            raise ValueError(f"loader state of seed {restored.seed} over {restored.samples} samples, but "
+                             f"this loader has seed {self.cfg.seed} and {self.full.n} samples (another shard "
+                             "set, split, hold-out or seed?)")
+        prior, consumed = restored.prior, restored.batches_consumed
+        if restored.layout != self.plan:
+            prior = (*prior, epoch_plan.Segment(restored.layout, consumed)) if consumed else prior
+            consumed = 0
+        _, split = segment_plan(self.counts, self.cfg.seed, restored.epoch, prior, self.plan)
+        if consumed > split.batches_per_epoch:
+            raise ValueError(f"loader state has {consumed} batches consumed, but this epoch segment has "
+                             f"{split.batches_per_epoch}")
+        self.state = LoaderState(restored.epoch, consumed, self.cfg.seed, self.full.n, self.plan, prior)
+        self._split = split
+        if self._stream.history != (restored.epoch, prior):
+            self._stream.history = (restored.epoch, prior)
+            self._loader = _dataloader(self._stream, self.cfg, self.cfg.num_workers)  # workers see it
+
+    def _log_plan(self, epoch: int) -> None:
+        split = self._split
+        if self.layout.rank == 0:
+            log.info("epoch %d: %d samples on %d ranks x %d readers, %d batches per rank; %d repeated, "
+                     "%d dropped (remainder=%r)", epoch, split.n, self.plan.world_size, self.plan.readers,
+                     split.batches_per_epoch, split.repeats, split.dropped, self.plan.remainder)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self.state.batches_consumed >= len(self):
-            self.state = LoaderState(self.state.epoch + 1, 0)
+        if self.state.batches_consumed >= self._split.batches_per_epoch:
+            self.state, self._split = self._fresh(self.state.epoch + 1), self.full
         epoch, start = self.state.epoch, self.state.batches_consumed
+        if start == 0:
+            self._log_plan(epoch)
         self._generation += 1
         self._shared_state[0], self._shared_state[1], self._shared_state[2] = epoch, start, self._generation
         wires = iter(self._loader)
@@ -274,10 +309,10 @@ class TrainLoader:
             self.truncated.add(wire["truncated"], epoch)
             yield unpack(wire, self.cfg.pin_memory)
         log_truncated(self.truncated.by_epoch.get(epoch, 0), self.cfg.max_persons, f"epoch {epoch}")
-        if self.state.batches_consumed != len(self):
+        if self.state.batches_consumed != self._split.batches_per_epoch:
             got = self.state.batches_consumed - start
             raise RuntimeError(f"rank {self.layout.rank}: epoch {epoch} yielded {got} batches after {start}, "
-                               f"the plan has {len(self)}; ranks would fall out of step")
+                               f"the plan has {self._split.batches_per_epoch}; ranks would fall out of step")
 
 
 class EvalLoader:
@@ -328,7 +363,8 @@ class EvalLoader:
 
 
 def train_loader(cfg: LoaderConfig, rank: int, world_size: int) -> TrainLoader:
-    """The training loader of ``rank`` (``world_size`` ranks); raises when shards < ranks × workers."""
+    """The training loader of ``rank`` (``world_size`` ranks): its share of every epoch's samples, any
+    number of shards on any number of ranks and workers (``loader.epoch_plan``)."""
     return TrainLoader(cfg, rank, world_size)
 
 

@@ -1,2 +1,2 @@
-"""The network (`slowonly`), PYSKL checkpoint import (`pyskl_checkpoint`) and training checkpoint
+"""The network (`slowonly`), PYSKL checkpoint import and export (`pyskl_checkpoint`) and training checkpoint
 folders (`checkpoint`)."""

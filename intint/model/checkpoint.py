@@ -69,13 +69,19 @@ def load_state(directory: str, map_location: str | torch.device = "cpu") -> dict
 
 
 def resolve(url: str) -> str:
-    """A checkpoint folder, or a run folder → its tested (best) checkpoint, else its latest one.
+    """The checkpoint folder a user means: a checkpoint folder itself (or its `state.pt` / `config.json`),
+    or a run folder → its tested checkpoint, else its latest one.
 
-    Ray names checkpoint folders `checkpoint_<timestamp>`, so the name order is the time order; the
-    checkpoint holding a copy of results.json is the one the run's test results belong to.
+    Every command that takes a trained model (evaluate, predict, export) resolves it here. Ray names
+    checkpoint folders `checkpoint_<timestamp>`, so the name order is the time order; the checkpoint
+    holding a copy of results.json is the one the run's test results belong to.
     """
     fs, path = fsio.url_to_fs(url)
-    if fs.exists(fsio.join(path, CONFIG_FILE)):
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if name in (STATE_FILE, CONFIG_FILE) and fs.isfile(path):
+        url = url.rstrip("/")[: -len(name) - 1]
+        path = path.rstrip("/")[: -len(name) - 1]
+    if fs.exists(fsio.join(path, STATE_FILE)):  # not config.json: a run folder holds one, its run record
         return url
     try:
         entries = fs.ls(path, detail=True)

@@ -1,30 +1,36 @@
-"""Import of PYSKL / MMAction2 PoseC3D checkpoints into a ``Recognizer``.
+"""Import of PYSKL / MMAction2 PoseC3D checkpoints into a ``Recognizer``, and export of one in that format.
 
 Our modules have other names than PYSKL's registries build (``stem`` for ``conv1``, ``stages.0`` for
 ``layer1``, ``bn1`` for ``conv1.bn``, ...), so a checkpoint loads through a key-name mapping. One table of
-name pairs describes it; both directions are read from that table. The file is read weights-only, so a
+name pairs describes it; both directions are read from that table, so an exported checkpoint
+(``save_pyskl_checkpoint``) imports back to the same tensors. The file is read weights-only, so a
 checkpoint from shared storage cannot run code.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 import torch
 from torch import Tensor
 
 from intint.model.slowonly import Recognizer
+from intint.store import fsio
 
 __all__ = [
     "LoadReport",
     "pyskl_to_intint_key",
     "intint_to_pyskl_key",
     "from_pyskl_state_dict",
+    "to_pyskl_state_dict",
     "load_pyskl_checkpoint",
+    "save_pyskl_checkpoint",
 ]
 
 # What each {field} of a name template matches. PYSKL numbers layers from 1 ({layer}), we number stages from
@@ -109,6 +115,21 @@ def from_pyskl_state_dict(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor
         else:
             mapped[new] = value
     return mapped, unexpected
+
+
+def to_pyskl_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A ``Recognizer`` state dict renamed to PYSKL's names (KeyError for a tensor without a counterpart)."""
+    return {intint_to_pyskl_key(key): value for key, value in state.items()}
+
+
+def save_pyskl_checkpoint(model: Recognizer, url: str, meta: Mapping[str, Any] | None = None) -> str:
+    """Write ``model`` as a PYSKL / MMAction2 checkpoint, ``{"meta": meta, "state_dict": PYSKL names}``, to
+    a path or fsspec URL, atomically; CPU tensors and plain values only, so it loads weights-only."""
+    state = {k: v.detach().to("cpu", copy=True) for k, v in to_pyskl_state_dict(model.state_dict()).items()}
+    buffer = io.BytesIO()
+    torch.save({"meta": dict(meta or {}), "state_dict": state}, buffer)
+    fsio.atomic_write(url, buffer.getvalue())
+    return url
 
 
 @dataclass

@@ -194,6 +194,7 @@ def build(cfg: BuildConfig, raw: dict | None = None, input_sha256: str | None = 
     """
     t0 = time.perf_counter()
     cfg.check()
+    fsio.check_bucket(cfg.output)  # a misspelt bucket fails now, before the input is read, and is never made
     old = _old_set(cfg)
     if raw is None:
         raw, input_sha256 = read_annotations_and_sha256(cfg.input)

@@ -8,7 +8,9 @@ one the build meant.
 
 File names that come from data (a manifest's shard entries) are joined with :func:`child`, which
 refuses anything but a plain name, so no URL built from them leaves its folder; :func:`remove_file`
-never follows a symbolic link and never removes a folder.
+never follows a symbolic link and never removes a folder. Nothing here creates an object-store bucket
+(:func:`check_bucket`): a misspelt ``s3://`` URL is an error, not a new bucket. The object-store clients'
+own errors (no credentials, no endpoint) get a one-line message with a fix (:func:`client_error_message`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,34 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 CHUNK = 1 << 20
+
+
+# Object-store client errors that are not OSErrors (botocore under s3fs, aiohttp under gcsfs and http, Google
+# auth), by module so none of them is imported here: (module prefix, class name or "", fix for the line).
+_CLIENT_ERRORS = (
+    ("botocore", "NoCredentialsError", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for "
+     "S3, and AWS_ENDPOINT_URL for an S3-compatible server"),
+    ("botocore", "PartialCredentialsError", "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+    ("botocore", "EndpointConnectionError", "check AWS_ENDPOINT_URL (an S3-compatible server's address), "
+     "the network, and the bucket name"),
+    ("botocore", "NoRegionError", "set AWS_DEFAULT_REGION"),
+    ("botocore", "", "check the URL and the S3 settings (AWS_* variables)"),
+    ("aiobotocore", "", "check the URL and the S3 settings (AWS_* variables)"),
+    ("google.auth", "", "no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS or run "
+     "`gcloud auth application-default login`"),
+    ("aiohttp", "", "check the URL, the network and the storage endpoint"),
+)
+
+
+def client_error_message(exc: BaseException) -> str | None:
+    """``<what>: <fix>`` for an object-store client error (see ``_CLIENT_ERRORS``: no credentials, no
+    endpoint, ...), None for any other exception; the command line prints it as its one error line."""
+    for cls in type(exc).__mro__:
+        module = cls.__module__
+        for prefix, name, fix in _CLIENT_ERRORS:
+            if (module == prefix or module.startswith(prefix + ".")) and name in ("", cls.__name__):
+                return f"{str(exc) or type(exc).__name__}: {fix}"
+    return None
 
 
 def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -63,10 +93,64 @@ def is_process_local(url: str) -> bool:
     return "memory" in protocols
 
 
-def makedirs(url: str) -> None:
-    """Create a folder (a no-op on object stores that have no folders)."""
+class MissingBucketError(FileNotFoundError):
+    """A write into an object-store bucket that does not exist: intint never creates buckets."""
+
+    def __init__(self, url: str, bucket: str) -> None:
+        super().__init__(f"{url}: bucket {bucket!r} does not exist: check the URL, or create the bucket "
+                         "(intint never creates buckets)")
+        self.url, self.bucket = url, bucket
+
+
+_BUCKETS_SEEN: set[tuple[str, str, str]] = set()  # buckets known to exist, per filesystem, in this process
+
+
+def bucket_of(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """The bucket (container) ``path`` lies in on an object store (s3fs, gcsfs, adlfs split their paths
+    into bucket and key), None on a filesystem without buckets (local disk, memory://)."""
+    split = getattr(fs, "split_path", None)
+    if split is None or isinstance(fs, LocalFileSystem):
+        return None
+    return str(split(path)[0]) or None
+
+
+def check_bucket(url: str) -> None:
+    """Raise :class:`MissingBucketError` when ``url`` is on an object store whose bucket does not exist
+    (nothing to check on a local disk).
+
+    s3fs and gcsfs create a missing bucket on ``makedirs`` (and so on any write through
+    :func:`atomic_open`): a misspelt URL would quietly make a new bucket. Checked once per bucket and process.
+    """
     fs, path = url_to_fs(url)
+    _check_bucket(fs, path)
+
+
+def _check_bucket(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    bucket = bucket_of(fs, path)
+    if bucket is None:
+        return
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    seen = (protocol, str(getattr(fs, "_fs_token", id(fs))), bucket)  # the filesystem's options, the bucket
+    if seen in _BUCKETS_SEEN:
+        return
+    if not fs.exists(bucket):
+        raise MissingBucketError(f"{protocol}://{path}", bucket)
+    _BUCKETS_SEEN.add(seen)
+
+
+def _make_folder(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """A folder on a filesystem with folders; on an object store only the bucket check (no folders there,
+    and makedirs would create a missing bucket)."""
+    if bucket_of(fs, path) is not None:
+        _check_bucket(fs, path)
+        return
     fs.makedirs(path, exist_ok=True)
+
+
+def makedirs(url: str) -> None:
+    """Create a folder; on object stores (no folders) check that the bucket exists, never create it."""
+    fs, path = url_to_fs(url)
+    _make_folder(fs, path)
 
 
 def exists(url: str) -> bool:
@@ -157,7 +241,7 @@ def atomic_open(url: str) -> Iterator[_HashingWriter]:
     fs, path = url_to_fs(url)
     parent = fs._parent(path)
     if parent:
-        fs.makedirs(parent, exist_ok=True)
+        _make_folder(fs, parent)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     committed = False
     try:

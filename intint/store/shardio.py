@@ -1,5 +1,5 @@
-"""The shard-set format (docs/architecture.md, format_version 1): names, manifest, writing, and the
-intensity tables.
+"""The shard-set format (docs/architecture.md, format_version 2): names, manifest, writing, and the
+intensity tables with their sample index.
 
 One module owns the bytes on disk so the builder, the loader, ``intint inspect`` and the tests agree
 on them. Writing is deterministic (fixed member order, mtime 0, uid/gid 0, empty owner names,
@@ -33,15 +33,21 @@ from intint.pose.names import split_name_problem
 from intint.pose.pickle_builders import bounded_repr
 from intint.store import fsio
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the builder writes
+INDEXED_FORMAT_VERSION = 2  # the first with the sample index (the ``sample_*`` columns)
+READABLE_VERSIONS = (1, 2)  # format 1 is read by streaming its tars (no range reads)
 MANIFEST_NAME = "manifest.json"
 REJECTS_NAME = "rejects.jsonl"
 MEMBER_SUFFIXES: tuple[str, ...] = ("keypoint.npy", "keypoint_score.npy", "json")
 META_COLUMNS: tuple[str, ...] = ("key", "frame_dir", "label", "total_frames")
+# The sample index (format_version 2): per row, where the sample lies in the tar (from its first member's
+# header to the end of its last member's padded data) and the SHA-256 of those bytes.
+INDEX_OFFSET, INDEX_LENGTH, INDEX_SHA256 = "sample_offset", "sample_length", "sample_sha256"
+INDEX_COLUMNS: tuple[str, ...] = (INDEX_OFFSET, INDEX_LENGTH, INDEX_SHA256)
 
 
 class ShardFormatError(ValueError):
-    """A shard set does not match format_version 1 (names the file and what is wrong)."""
+    """A shard set does not match its format (names the file and what is wrong)."""
 
 
 def sample_key(frame_dir: str) -> str:
@@ -119,9 +125,9 @@ class Manifest:
     def from_json(cls, d: Mapping[str, Any], source: str = MANIFEST_NAME) -> Manifest:
         try:
             version = d["format_version"]
-            if version != FORMAT_VERSION:
-                raise ShardFormatError(
-                    f"{source}: format_version {version}, this code reads {FORMAT_VERSION}")
+            if version not in READABLE_VERSIONS:
+                raise ShardFormatError(f"{source}: format_version {bounded_repr(version)}, this code reads "
+                                       f"{', '.join(map(str, READABLE_VERSIONS))}")
             splits = {
                 name: SplitInfo(
                     num_samples=int(s["num_samples"]),
@@ -245,14 +251,51 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return ti
 
 
-def write_tar(url: str, samples: Sequence[Sample]) -> str:
-    """Write a WebDataset tar of ``samples`` (in order) atomically; returns its SHA-256."""
+@dataclass
+class SampleSpan:
+    """Where one sample lies in its tar: ``offset`` of its first member's header, ``length`` up to the end
+    of its last member's padded data, and the SHA-256 of those bytes."""
+
+    offset: int
+    length: int
+    sha256: bytes
+
+
+class _SpanHasher:
+    """The tar writer's file object: passes bytes on, and hashes them into ``sample`` while one is set."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.sample: Any = None  # a hashlib object while a sample's members are written
+
+    def write(self, data: bytes) -> int:
+        if self.sample is not None:
+            self.sample.update(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def write_tar(url: str, samples: Sequence[Sample]) -> tuple[str, list[SampleSpan]]:
+    """Write a WebDataset tar of ``samples`` (in order) atomically; returns its SHA-256 and the span of
+    every sample (the sample index).
+
+    Mode ``"w"`` writes each header and data block straight through (no record buffering), so the
+    archive offset before and after a sample's members is its span, and the bytes hashed in between are
+    exactly its bytes; the file is byte-identical to a stream-mode (``"w|"``) write.
+    """
+    spans: list[SampleSpan] = []
     with fsio.atomic_open(url) as f:
-        with tarfile.open(fileobj=f, mode="w|", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[arg-type]
+        out = _SpanHasher(f)
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
             for sample in samples:
+                start, out.sample = tar.offset, hashlib.sha256()
                 for name, data in encode_sample(sample):
                     tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-    return f.hexdigest()
+                spans.append(SampleSpan(start, tar.offset - start, out.sample.digest()))
+                out.sample = None
+    return f.hexdigest(), spans
 
 
 # ---------------------------------------------------------------------------------------- arrow
@@ -273,10 +316,20 @@ def _string_array(values: Sequence[str]) -> pa.Array:
                                  [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
 
 
+def index_arrays(spans: Sequence[SampleSpan]) -> dict[str, pa.Array]:
+    """The sample-index columns of a shard's table: int64 offsets and lengths, 32-byte SHA-256 digests."""
+    digests = b"".join(s.sha256 for s in spans)
+    return {INDEX_OFFSET: _numeric_array(np.array([s.offset for s in spans], dtype=np.int64)),
+            INDEX_LENGTH: _numeric_array(np.array([s.length for s in spans], dtype=np.int64)),
+            INDEX_SHA256: pa.Array.from_buffers(pa.binary(32), len(spans), [None, pa.py_buffer(digests)])}
+
+
 def intensity_table(samples: Sequence[Sample], curves: Sequence[Mapping[str, np.ndarray]],
-                    peaks: Sequence[Mapping[str, int]], columns: Sequence[str]) -> pa.Table:
+                    peaks: Sequence[Mapping[str, int]], columns: Sequence[str],
+                    spans: Sequence[SampleSpan] | None = None) -> pa.Table:
     """The ``.intensity.arrow`` table: meta columns, one ``list<float32>`` column per name in
-    ``columns`` (``"{mode}/{definition}"``), then the int32 ``"peak/..."`` columns in the same order.
+    ``columns`` (``"{mode}/{definition}"``), then the int32 ``"peak/..."`` columns in the same order,
+    then (``spans`` given) the sample-index columns :data:`INDEX_COLUMNS`.
 
     Lists are assembled from one concatenated float32 buffer and an offsets array, not per row.
     """
@@ -294,6 +347,8 @@ def intensity_table(samples: Sequence[Sample], curves: Sequence[Mapping[str, np.
         arrays[col] = pa.ListArray.from_arrays(offsets, _numeric_array(flat))
     for col in columns:
         arrays["peak/" + col] = _numeric_array(np.array([p[col] for p in peaks], dtype=np.int32))
+    if spans is not None:
+        arrays |= index_arrays(spans)
     return pa.Table.from_arrays(list(arrays.values()), names=list(arrays))
 
 
@@ -327,9 +382,11 @@ def read_intensity(arrow_url: str, columns: Sequence[str] | None = None) -> pa.T
 def write_shard(tar_url: str, arrow_url: str, samples: Sequence[Sample],
                 curves: Sequence[Mapping[str, np.ndarray]], peaks: Sequence[Mapping[str, int]],
                 columns: Sequence[str]) -> dict[str, str]:
-    """Write one shard (tar + intensity table, same video order); returns their SHA-256 values."""
+    """Write one shard (tar, then the intensity table with the tar's sample index, same video order);
+    returns their SHA-256 values."""
     if not (len(samples) == len(curves) == len(peaks)):
         raise ValueError(
             f"{tar_url}: {len(samples)} samples but {len(curves)} curve rows, {len(peaks)} peaks")
-    return {"tar": write_tar(tar_url, samples),
-            "arrow": write_intensity(arrow_url, intensity_table(samples, curves, peaks, columns))}
+    tar_sha, spans = write_tar(tar_url, samples)
+    return {"tar": tar_sha,
+            "arrow": write_intensity(arrow_url, intensity_table(samples, curves, peaks, columns, spans))}

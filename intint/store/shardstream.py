@@ -1,8 +1,9 @@
 """Stream the videos of a shard set: WebDataset tar members → raw samples → checked, decoded videos.
 
-This is the only place the loader touches bytes (the tar format itself is parsed by
-``intint.store.tar_reader``, ``.npy`` members by ``intint.store.npy_reader``). Four failure
-classes, kept apart on purpose:
+This module (whole shards, streamed) and ``intint.store.range_reader`` (runs of samples, through the
+sample index) are the only places the loader touches bytes (the tar format itself is parsed by
+``intint.store.tar_reader``, ``.npy`` members by ``intint.store.npy_reader``, a sample is decoded by
+``intint.store.sample_decode``). Four failure classes, kept apart on purpose:
 
 * an **unreadable shard** (tar or intensity table missing, or not a tar at all) raises
   :class:`ShardUnavailable` naming the file; the loader turns it into an error, or a logged skip
@@ -13,133 +14,51 @@ classes, kept apart on purpose:
 * a **truncated shard** (a tar that breaks, or stops without its end-of-archive marker, before the
   manifest's count) counts its missing samples as skipped too;
 * a shard that **contradicts the manifest** (an intact tar holding more or fewer samples than its count,
-  or, with ``verify_checksums``, bytes whose SHA-256 is not the manifest's) raises :class:`ShardMismatch`
-  naming the shard: the manifest no longer describes the data, so the set must be restored or rebuilt.
+  or, with ``verify_checksums``, bytes whose SHA-256 is not the manifest's, or a damaged sample index)
+  raises :class:`ShardMismatch` naming the shard: the manifest no longer describes the data, so the set
+  must be restored or rebuilt.
 
 Nothing read is trusted: ``.npy`` members are plain float arrays of a fixed list of dtypes whose declared
 size is the bytes present (never ``np.load``, never a pickle), every decoded video is checked against the
 format (M×T×17×2 keypoints, M×T×17 scores, T = ``total_frames``), and the tar reader bounds member
-sizes. :func:`shard_videos` is the loader's entry point: one shard's checked videos, with the end-of-shard
-checks run before its last video is handed on.
+sizes. :func:`shard_videos` is the loader's entry point: a shard's (or a run of its samples') checked
+videos, with the end-of-shard checks of a whole shard run before its last video is handed on.
 
-fsspec URLs: webdataset 1.0.2 opens only local paths, ``pipe:`` and a few curl/CLI schemes
-(docs/platform-notes.md §7), so importing this module registers an fsspec opener for every other
-protocol fsspec knows (``s3``, ``gcs``, ``memory``, ...). Registering at import means forked DataLoader
-workers and Ray workers, which import the module, have it too.
+Every tar is read through fsspec (``fsio.url_to_fs``): local paths, ``s3://``, ``gs://``, ``http(s)://``,
+``memory://``; never webdataset's ``gopen``, which runs ``curl`` / ``gsutil cat`` subprocesses for http(s)
+and ``gs://`` (docs/platform-notes.md §7).
+
+A run of a shard's samples (``start``/``stop`` of :func:`shard_videos`) is read with range reads through
+the shard's sample index (``intint.store.range_reader``, format_version 2); a set without one is streamed
+from the tar's start, the samples before the run passed over.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tarfile
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
-import fsspec
-import numpy as np
 import pyarrow as pa
-import webdataset as wds
-from webdataset.gopen import gopen_schemes
 
-from intint.pose.skeleton import NUM_JOINTS
-from intint.store import shardio
-from intint.store.npy_reader import NpyError, read_npy
+from intint.store import fsio, shardio
+from intint.store.npy_reader import read_npy
+from intint.store.range_reader import RangeProgress, RangeReadsUnsupported, indexed_samples
+from intint.store.sample_decode import MEMBER_SET as _MEMBER_SET
+from intint.store.sample_decode import MEMBERS, CorruptSample, Video, decode
+from intint.store.sample_index import SampleIndex, note_no_range_reads, note_unindexed, read_index
+from intint.store.shardref import ChecksumMismatch, ShardMismatch, ShardRef, ShardUnavailable, shard_refs
 from intint.store.tar_reader import HashedStream, TarEnd, tar_samples
 
 log = logging.getLogger(__name__)
 
-MEMBERS: tuple[str, ...] = shardio.MEMBER_SUFFIXES  # ("keypoint.npy", "keypoint_score.npy", "json")
-_MEMBER_SET = frozenset(MEMBERS)
-_MAX_META = 1 << 20  # bytes of a sample's JSON metadata (a few hundred in practice)
-_LOCAL_PROTOCOLS = {"file", "local"}
+__all__ = ["MEMBERS", "ChecksumMismatch", "CorruptSample", "SampleIndex", "ShardMismatch", "ShardRef",
+           "ShardUnavailable", "Video", "decode", "raw_samples", "read_index", "read_peaks", "shard_refs",
+           "shard_videos"]
 
-
-def _fsspec_gopen(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> BinaryIO:
-    """webdataset ``gopen`` handler that opens any fsspec URL (binary read or write)."""
-    return fsspec.open(url, mode).open()
-
-
-def register_fsspec_gopen() -> list[str]:
-    """Route every fsspec protocol that webdataset has no handler for through fsspec; returns them.
-
-    webdataset's own handlers (``pipe:``, curl for http(s), gsutil for ``gs://``, ...) are kept.
-    """
-    added = []
-    for proto in fsspec.available_protocols():
-        if proto in _LOCAL_PROTOCOLS or proto in gopen_schemes:
-            continue
-        gopen_schemes[proto] = _fsspec_gopen
-        added.append(proto)
-    return added
-
-
-register_fsspec_gopen()
-
-
-class ShardUnavailable(OSError):
-    """A shard's tar or intensity table cannot be opened or read; ``delivered`` samples of it had
-    already been yielded when an I/O error cut the stream (0 when it never opened)."""
-
-    def __init__(self, message: str, delivered: int = 0) -> None:
-        super().__init__(message)
-        self.delivered = delivered
-
-    def __reduce__(self) -> tuple[Any, ...]:  # keep ``delivered`` through pickling (DataLoader workers)
-        return type(self), (str(self), self.delivered)
-
-
-class ShardMismatch(shardio.ShardFormatError):
-    """A shard's tar contradicts the manifest: its sample count, or (``ChecksumMismatch``) its SHA-256."""
-
-
-class ChecksumMismatch(ShardMismatch):
-    """A shard's tar bytes do not hash to the manifest's SHA-256 (``verify_checksums``)."""
-
-
-class CorruptSample(ValueError):
-    """One video's members cannot be decoded or contradict each other."""
-
-    def __init__(self, shard: str, key: str, frame_dir: str | None, field: str, reason: str) -> None:
-        who = f"{key} ({frame_dir!r})" if frame_dir else key
-        super().__init__(f"{shard}: sample {who}: field {field!r}: {reason}")
-        self.shard, self.key, self.frame_dir, self.field = shard, key, frame_dir, field
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    """One shard of a split: its position in the manifest, its two files, its sample count and the
-    manifest's SHA-256 of its tar (None: nothing to verify against)."""
-
-    index: int
-    tar: str
-    arrow: str
-    num_samples: int
-    sha256: str | None = None
-
-
-def shard_refs(url: str, split: str, manifest: shardio.Manifest | None = None) -> list[ShardRef]:
-    """The shards of ``split`` in manifest order."""
-    manifest = manifest or shardio.read_manifest(url)
-    urls = shardio.shard_urls(url, split, manifest)
-    digests = [entry.sha256.get("tar") for entry in manifest.splits[split].shards]
-    return [ShardRef(i, tar, arrow, n, digest)
-            for i, ((tar, arrow, n), digest) in enumerate(zip(urls, digests, strict=True))]
-
-
-@dataclass
-class Video:
-    """A decoded, checked video: what the clip samplers and transforms consume."""
-
-    key: str
-    frame_dir: str
-    label: int
-    keypoint: np.ndarray  # M×T×V×2, stored dtype
-    keypoint_score: np.ndarray  # M×T×V
-    img_shape: tuple[int, int]
-    peak: int | None  # precomputed intensity peak, None when not requested
-    shard: str
+_npy_fast = read_npy  # the name the reader's tests know it by
 
 
 # ------------------------------------------------------------------------------------ raw samples
@@ -147,16 +66,29 @@ class Video:
 
 @dataclass
 class _Tally:
-    """What a shard's reader has seen so far."""
+    """What a shard's reader has seen so far, of the tar and of the run ``[start, stop)`` it reads."""
 
-    seen: int = 0  # samples yielded
+    start: int = 0
+    stop: int = 0
+    seen: int = 0  # samples yielded (from the tar's start)
     whole: int = 0  # of them, samples with every member
     last_key: str | None = None
 
+    @property
+    def delivered(self) -> int:
+        """The run's samples yielded."""
+        return max(0, min(self.seen, self.stop) - self.start)
 
-def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None], *,
-                verify: bool = False) -> Iterator[dict[str, Any]]:
-    """Yield ``{"__key__", "__shard__", member: bytes, ...}`` per video of ``shard``, undecoded.
+    @property
+    def lost(self) -> int:
+        """The run's samples not yielded."""
+        return self.stop - self.start - self.delivered
+
+
+def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None], *, verify: bool = False,
+                start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+    """Yield ``{"__key__", "__shard__", member: bytes, ...}`` per video of ``shard``, undecoded, streamed
+    from the tar's start through fsspec; ``stop``: end after the sample at position ``stop - 1``.
 
     Raises :class:`ShardUnavailable` when the tar cannot be opened, its first header is bad, or an
     I/O error cuts the stream (a transient storage failure is not corruption: it must not silently
@@ -167,13 +99,19 @@ def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None], *,
     the manifest's count (as soon as it reads one too many) or ends at its end-of-archive marker with
     fewer. ``verify``: the bytes are hashed as they are read and, once the tar was read to its end,
     compared with ``shard.sha256``: :class:`ChecksumMismatch` when they differ.
+
+    ``start``/``stop`` only bound what counts: the samples lost to a cut or damage are those of the run
+    ``[start, stop)``, and ``ShardUnavailable.delivered`` counts the run's samples yielded. A ``stop`` before
+    the shard's end skips the end-of-shard checks (count and SHA-256): the rest of the tar is not read.
     """
+    stop = shard.num_samples if stop is None else stop
     try:
-        stream = wds.gopen(shard.tar, "rb")
-    except Exception as exn:  # FileNotFoundError, PermissionError, "no gopen handler", network errors
+        fs, path = fsio.url_to_fs(shard.tar)
+        stream = fs.open(path, "rb")
+    except Exception as exn:  # FileNotFoundError, PermissionError, unknown protocol, network errors
         raise ShardUnavailable(f"shard {shard.tar}: cannot open ({type(exn).__name__}: {exn})") from exn
-    hashed = HashedStream(stream) if verify and shard.sha256 else None
-    tally, end = _Tally(), TarEnd()
+    hashed = HashedStream(stream) if verify and shard.sha256 and stop >= shard.num_samples else None
+    tally, end = _Tally(start=start, stop=stop), TarEnd()
     try:
         try:
             for sample in tar_samples(hashed or stream, shard.tar, end, _MEMBER_SET):
@@ -187,6 +125,8 @@ def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None], *,
                 tally.last_key = sample["__key__"]
                 sample["__shard__"] = shard.index
                 yield sample
+                if tally.seen >= stop and stop < shard.num_samples:
+                    return
             _check_count(shard, tally, end, on_lost)
         except ShardMismatch:
             raise
@@ -199,7 +139,7 @@ def raw_samples(shard: ShardRef, on_lost: Callable[[int, str], None], *,
         raise
     except OSError as exn:
         raise ShardUnavailable(f"shard {shard.tar}: read error after {tally.seen} sample(s) "
-                               f"({type(exn).__name__}: {exn})", delivered=tally.seen) from exn
+                               f"({type(exn).__name__}: {exn})", delivered=tally.delivered) from exn
     finally:
         stream.close()
 
@@ -213,18 +153,19 @@ def _check_count(shard: ShardRef, tally: _Tally, end: TarEnd, on_lost: Callable[
         raise ShardMismatch(f"shard {shard.tar}: an intact tar of {tally.seen} sample(s), the manifest lists "
                             f"{shard.num_samples}; the manifest does not describe this tar (restore the "
                             "shard or rebuild the set)")
-    missing = shard.num_samples - tally.seen
-    on_lost(missing, f"shard {shard.tar}: ended after {tally.seen} of {shard.num_samples} samples "
-                     f"(last key {tally.last_key}); counting {missing} as skipped")
+    missing = tally.lost
+    if missing:
+        on_lost(missing, f"shard {shard.tar}: ended after {tally.seen} of {shard.num_samples} samples "
+                         f"(last key {tally.last_key}); counting {missing} as skipped")
 
 
 def _broken(shard: ShardRef, tally: _Tally, exn: Exception, on_lost: Callable[[int, str], None]) -> None:
-    """The tar's content broke after ``tally.seen`` samples: count the rest as lost, or, when nothing of it
-    could be read, the shard is not a readable tar at all."""
+    """The tar's content broke after ``tally.seen`` samples: count the rest (of the run) as lost, or, when
+    nothing of it could be read, the shard is not a readable tar at all."""
     if tally.seen == 0:
         raise ShardUnavailable(f"shard {shard.tar}: not a readable tar "
                                f"({type(exn).__name__}: {exn})") from exn
-    lost = shard.num_samples - tally.seen
+    lost = tally.lost
     message = f"shard {shard.tar}: tar broken after sample {tally.last_key} ({type(exn).__name__}: {exn})"
     if lost > 0:
         on_lost(lost, f"{message}; skipping its remaining {lost} sample(s)")
@@ -239,23 +180,77 @@ def _check_digest(shard: ShardRef, digest: str, tally: _Tally) -> None:
                                f"({tally.seen} of its samples were read)")
 
 
+# ------------------------------------------------------------------------------------ videos
+
+
 def shard_videos(shard: ShardRef, num_classes: int, peaks: dict[str, int] | None,
                  on_skip: Callable[[int, str], None], *, verify: bool = False,
-                 keep: Container[str] | None = None) -> Iterator[Video]:
-    """The checked videos of one shard in tar order (``decode``), corrupt or lost ones reported to
-    ``on_skip(n, message)`` and left out; ``keep``: only the samples whose key it holds (the others are
-    dropped, undecoded unless ``verify`` needs to know whether they are damaged).
+                 keep: Container[str] | None = None, start: int = 0, stop: int | None = None,
+                 index: SampleIndex | None = None) -> Iterator[Video]:
+    """The checked videos of the samples at positions ``[start, stop)`` of one shard (tar order = the
+    rows of its intensity table; ``stop`` None: to the end) in that order (``decode``), corrupt or lost
+    ones reported to ``on_skip(n, message)`` and left out; ``keep``: only the samples whose key it holds
+    (the others are dropped, undecoded unless ``verify`` needs to know whether they are damaged).
 
-    Each video is handed on only once the next sample was read, so the end-of-shard checks of
-    :func:`raw_samples` (the count, and with ``verify`` the SHA-256) always run before the shard's last
-    video is delivered: a reader that stops right after it cannot miss them.
+    The whole shard (the default run) is streamed from the tar's start. Each video is handed on only once
+    the next sample was read, so the end-of-shard checks of :func:`raw_samples` (the count, and with
+    ``verify`` the SHA-256) always run before the shard's last video is delivered: a reader that stops
+    right after it cannot miss them.
 
     The checksum rule (``verify``), since the videos delivered before the shard's end cannot be recalled:
     when the damage already showed sample by sample (a sample of this shard was skipped as corrupt or
     lost), those are counted as usual and the mismatch is only logged; otherwise the damage decoded
     cleanly (a changed coordinate or label, another shard in its place) and :class:`ChecksumMismatch`
     is raised naming the shard: the set no longer is its build and must be restored or rebuilt.
+
+    A part of a shard: with the sample index (``shard.indexed``; ``index``: the shard's, read by
+    :func:`read_index` once by the caller, else read here) only the run's bytes are fetched, with range
+    reads, and with ``verify`` each sample is checked against its own SHA-256 in the index before it is
+    decoded: a mismatch is a corrupt sample (skipped and counted), so no changed content is delivered and
+    there is no whole-shard rule to apply. Without an index (format_version 1; logged once per set) the
+    tar is streamed from its start, the samples before the run passed over, and the whole-shard rule
+    holds when the run reaches the shard's end (the whole tar was read), while a run that ends earlier
+    is not checked against a checksum. ``ShardUnavailable.delivered`` counts the run's samples delivered
+    or reported before an I/O error; ``stop - start - delivered`` of them are unaccounted for.
     """
+    stop = shard.num_samples if stop is None else stop
+    if not 0 <= start <= stop <= shard.num_samples:
+        raise ValueError(f"shard {shard.tar}: run [{start}, {stop}) is not inside its {shard.num_samples} "
+                         "samples")
+    if start == 0 and stop == shard.num_samples:
+        yield from _streamed_videos(shard, num_classes, peaks, on_skip, verify, keep, 0, stop)
+    elif start < stop and (shard.indexed or index is not None):
+        index = read_index(shard) if index is None else index
+        if len(index) != shard.num_samples:
+            raise ShardMismatch(f"shard {shard.arrow}: a sample index of {len(index)} rows for "
+                                f"{shard.num_samples} samples")
+        try:
+            yield from _indexed_videos(shard, index, num_classes, peaks, on_skip, verify, keep, start, stop)
+        except RangeReadsUnsupported as exn:  # raised before the run's first sample: stream it instead
+            note_no_range_reads(shard, str(exn))
+            yield from _streamed_videos(shard, num_classes, peaks, on_skip, verify, keep, start, stop)
+    elif start < stop:
+        note_unindexed(shard)
+        yield from _streamed_videos(shard, num_classes, peaks, on_skip, verify, keep, start, stop)
+
+
+def _indexed_videos(shard: ShardRef, index: SampleIndex, num_classes: int, peaks: dict[str, int] | None,
+                    on_skip: Callable[[int, str], None], verify: bool, keep: Container[str] | None,
+                    start: int, stop: int) -> Iterator[Video]:
+    """A run of an indexed shard (``range_reader``): each video as soon as it is decoded."""
+    wanted = None if keep is None else keep.__contains__
+    for raw in indexed_samples(shard, index, start, stop, on_skip, verify=verify, wanted=wanted,
+                               progress=RangeProgress()):
+        try:
+            yield decode(raw, shard.tar, num_classes, peaks)
+        except CorruptSample as exn:
+            on_skip(1, str(exn))
+
+
+def _streamed_videos(shard: ShardRef, num_classes: int, peaks: dict[str, int] | None,
+                     on_skip: Callable[[int, str], None], verify: bool, keep: Container[str] | None,
+                     start: int, stop: int) -> Iterator[Video]:
+    """The run ``[start, stop)`` streamed from the tar's start, with the whole-shard checksum rule."""
     damaged = 0
 
     def skip(n: int, message: str) -> None:
@@ -265,8 +260,8 @@ def shard_videos(shard: ShardRef, num_classes: int, peaks: dict[str, int] | None
 
     held: Video | None = None
     try:
-        for raw in raw_samples(shard, skip, verify=verify):
-            wanted = keep is None or raw["__key__"] in keep
+        for pos, raw in enumerate(raw_samples(shard, skip, verify=verify, start=start, stop=stop)):
+            wanted = pos >= start and (keep is None or raw["__key__"] in keep)
             if not (wanted or verify):
                 continue
             try:
@@ -274,7 +269,7 @@ def shard_videos(shard: ShardRef, num_classes: int, peaks: dict[str, int] | None
             except CorruptSample as exn:
                 if wanted:
                     skip(1, str(exn))
-                else:  # not this loader's sample: only the checksum rule needs to know it is damaged
+                else:  # not this reader's sample: only the checksum rule needs to know it is damaged
                     damaged += 1
                 continue
             if not wanted:
@@ -312,76 +307,3 @@ def read_peaks(shard: ShardRef, column: str) -> dict[str, int]:
                                f"({type(exn).__name__}: {exn})") from exn
     # to_pylist, not ChunkedArray.to_numpy: the latter imports pandas (~0.7 s in every fresh worker).
     return dict(zip(table.column("key").to_pylist(), table.column(column).to_pylist(), strict=True))
-
-
-# ------------------------------------------------------------------------------------ decode
-
-
-_npy_fast = read_npy  # the name the reader's tests know it by
-
-
-def _npy(data: bytes | memoryview, shard: str, key: str, frame_dir: str, field: str) -> np.ndarray:
-    """A float array member in the native byte order (``npy_reader``: never unpickling, size checked)."""
-    try:
-        arr = read_npy(data)
-    except NpyError as exn:
-        raise CorruptSample(shard, key, frame_dir, field, f"not a plain float .npy array ({exn})") from exn
-    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
-
-
-def _meta(raw: dict[str, Any], shard: str, key: str) -> tuple[str, int, int, tuple[int, int]]:
-    try:
-        if len(raw["json"]) > _MAX_META:
-            raise ValueError(f"{len(raw['json'])} bytes, more than {_MAX_META}")
-        meta = json.loads(bytes(raw["json"]))  # a memoryview from the tar reader
-        frame_dir = str(meta["frame_dir"])
-    except Exception as exn:
-        raise CorruptSample(shard, key, None, "json",
-                            f"unreadable metadata ({type(exn).__name__}: {exn})") from exn
-    try:
-        label, total = int(meta["label"]), int(meta["total_frames"])
-        h, w = (int(v) for v in meta["img_shape"])
-    except Exception as exn:
-        raise CorruptSample(shard, key, frame_dir, "json",
-                            f"bad label/total_frames/img_shape ({exn})") from exn
-    if h <= 0 or w <= 0:
-        raise CorruptSample(shard, key, frame_dir, "img_shape", f"must be positive, got {(h, w)}")
-    return frame_dir, label, total, (h, w)
-
-
-def decode(raw: dict[str, Any], shard_url: str, num_classes: int, peaks: dict[str, int] | None) -> Video:
-    """Decode and check one raw sample (``npy_reader``: float arrays only, never unpickling): the members
-    are all there, keypoints M×T×17×2 with M, T >= 1, scores M×T×17, T = ``total_frames``, the label a
-    class and the peak a frame; :class:`CorruptSample` naming the sample and field otherwise.
-
-    ``peaks`` is the shard's key → peak map when the intensity pathway needs it, else None.
-    """
-    key = raw["__key__"]
-    missing = [m for m in MEMBERS if m not in raw]
-    if "json" in missing:
-        raise CorruptSample(shard_url, key, None, "json", f"member missing (members: {sorted(raw)})")
-    frame_dir, label, total, img_shape = _meta(raw, shard_url, key)
-    if missing:
-        raise CorruptSample(shard_url, key, frame_dir, missing[0], "member missing")
-    kp = _npy(raw["keypoint.npy"], shard_url, key, frame_dir, "keypoint")
-    score = _npy(raw["keypoint_score.npy"], shard_url, key, frame_dir, "keypoint_score")
-    if kp.ndim != 4 or kp.shape[2:] != (NUM_JOINTS, 2) or kp.shape[0] < 1 or kp.shape[1] < 1:
-        raise CorruptSample(shard_url, key, frame_dir, "keypoint",
-                            f"expected M×T×{NUM_JOINTS}×2 (M, T >= 1), got shape {kp.shape}")
-    if score.shape != kp.shape[:-1]:
-        raise CorruptSample(shard_url, key, frame_dir, "keypoint_score",
-                            f"shape {score.shape} does not match keypoint's M×T×V {kp.shape[:-1]}")
-    if kp.shape[1] != total:
-        raise CorruptSample(shard_url, key, frame_dir, "total_frames",
-                            f"{total} but keypoint has {kp.shape[1]} frames")
-    if not 0 <= label < num_classes:
-        raise CorruptSample(shard_url, key, frame_dir, "label", f"{label} outside [0, {num_classes})")
-    peak = None
-    if peaks is not None:
-        if key not in peaks:
-            raise CorruptSample(shard_url, key, frame_dir, "intensity",
-                                "no row in the shard's intensity table")
-        peak = int(peaks[key])
-        if not 0 <= peak < total:
-            raise CorruptSample(shard_url, key, frame_dir, "intensity", f"peak {peak} outside [0, {total})")
-    return Video(key, frame_dir, label, kp, score, img_shape, peak, shard_url)

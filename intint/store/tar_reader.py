@@ -15,6 +15,10 @@ The reader trusts nothing it reads: a member size is bounded (``MAX_MEMBER``), a
 is read in one call (no re-copying of a growing buffer), and ``TarEnd`` tells an archive that ended at its
 end-of-archive marker from one that just stopped (a cut at a member boundary). ``HashedStream`` hashes the
 bytes as the reader takes them, so a shard's SHA-256 costs no second read.
+
+``span_members`` parses a buffer that holds whole members from its first byte (the bytes of a run of
+samples fetched with a range read through the sample index), with the same header checks, and reports
+damage with its offset instead of raising, so its caller can resume at the next sample's span.
 """
 
 from __future__ import annotations
@@ -176,12 +180,18 @@ def _regular_members(data: bytes, heads: list[tuple[int, int]],
         if kind not in _REGULAR:
             continue
         if name is None:
-            name = data[offset:offset + 100].split(b"\0", 1)[0].decode("utf-8")
-            if data[offset + 257:offset + 262] == b"ustar" and data[offset + 345] != 0:
-                name = data[offset + 345:offset + 500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
+            name = _header_name(data, offset)
         if not _META.match(name):
             yield name, body
     return long_name
+
+
+def _header_name(data: bytes, offset: int) -> str:
+    """The member name a ustar header at ``offset`` holds (with its prefix field, when set)."""
+    name = data[offset:offset + 100].split(b"\0", 1)[0].decode("utf-8")
+    if data[offset + 257:offset + 262] == b"ustar" and data[offset + 345] != 0:
+        name = data[offset + 345:offset + 500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
+    return name
 
 
 def tar_members(stream: BinaryIO, url: str, end: TarEnd | None = None) -> Iterator[Member]:
@@ -212,6 +222,57 @@ def tar_members(stream: BinaryIO, url: str, end: TarEnd | None = None) -> Iterat
         if done and pos < len(data):
             raise tarfile.ReadError(f"{url}: " + ("truncated header" if len(data) - pos < _BLOCK
                                                   else "unexpected end of data"))
+
+
+@dataclass
+class SpanScan:
+    """The members of a buffer cut out of a tar at member boundaries (``span_members``)."""
+
+    members: list[tuple[int, int, str, memoryview]]  # (its first header's offset, its data's end, name, data)
+    stop: int  # where the members taken end: the damage, when ``error`` is set
+    error: str | None = None  # why the scan stopped before the buffer's end (None: it reached it)
+
+
+def span_members(data: bytes, url: str) -> SpanScan:
+    """The regular, non-meta members of ``data``, a run of whole members that starts at its first byte
+    (the samples the sample index places there), each with the offset of its first header (a GNU long
+    name or pax header before it included) and the end of its padded data, as zero-copy views.
+
+    Parsed at once from the buffer (one header checksum pass); damage ends the scan with ``error`` and
+    ``stop`` (the offset it starts at) instead of raising, so a reader can resume at the next sample.
+    An end-of-archive marker inside the buffer is damage too: the buffer should hold samples only.
+    """
+    scan = _scan_headers(data, True, url)
+    good = _check_headers(data, [h for h, _ in scan.heads]) if scan.heads else 0
+    usable = good if scan.broken is None else min(good, len(scan.heads) - 1)
+    members: list[tuple[int, int, str, memoryview]] = []
+    view, long_name, first = memoryview(data), None, None
+    for offset, size in scan.heads[:usable]:
+        kind, body = data[offset + 156:offset + 157], view[offset + _BLOCK:offset + _BLOCK + size]
+        first = offset if first is None else first
+        try:
+            if kind in (b"L", b"x"):
+                long_name = (bytes(body).split(b"\0", 1)[0].decode("utf-8") if kind == b"L"
+                             else _pax_path(body) or long_name)
+                continue
+            name, long_name = long_name or _header_name(data, offset), None
+        except ValueError as exn:  # a name that is not UTF-8, a bad pax record
+            return SpanScan(members, first, f"{url}: unreadable member name ({exn})")
+        if kind in _REGULAR and not _META.match(name):
+            members.append((first, offset + _BLOCK + -(-size // _BLOCK) * _BLOCK, name, body))
+        first = None
+    stop = scan.heads[usable][0] if usable < len(scan.heads) else scan.pos
+    if good < len(scan.heads):
+        error: str | None = f"{url}: bad header checksum"
+    elif scan.broken:
+        error = scan.broken
+    elif scan.end or first is not None or stop < len(data):
+        what = ("an end-of-archive marker" if scan.end else "a long name without its member"
+                if first is not None else "a member cut short")
+        error = f"{url}: {what} inside the span"
+    else:
+        error = None
+    return SpanScan(members, stop if first is None else first, error)
 
 
 def tar_samples(stream: BinaryIO, url: str, end: TarEnd | None = None,

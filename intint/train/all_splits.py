@@ -72,12 +72,12 @@ def write_table(table: Mapping[str, Any], folder: str, prefix: str) -> dict[str,
     return urls
 
 
-def _train_one(cfg: TrainConfig) -> dict[str, Any]:
-    launch.run(cfg)
+def _train_one(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    launch.run(cfg, resume=resume)
     return json.loads(fsio.read_bytes(launch.results_url(cfg)))
 
 
-def run_splits(configs: Mapping[str, TrainConfig], prefix: str) -> dict[str, Any]:
+def run_splits(configs: Mapping[str, TrainConfig], prefix: str, resume: bool = False) -> dict[str, Any]:
     """Train one config per split (split label → config, distinct run names, one storage path) and write
     the per-split and mean table into the storage path; returns the table.
 
@@ -93,7 +93,7 @@ def run_splits(configs: Mapping[str, TrainConfig], prefix: str) -> dict[str, Any
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, BaseException] = {}
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="split") as pool:
-        futures = {split: pool.submit(_train_one, cfg) for split, cfg in resolved.items()}
+        futures = {split: pool.submit(_train_one, cfg, resume) for split, cfg in resolved.items()}
         for split, future in futures.items():
             try:
                 results[split] = future.result()

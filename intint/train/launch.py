@@ -9,8 +9,9 @@ and in the worker loop). The ablation and the demo never import Ray themselves: 
 Ray layout (docs/platform-notes.md §1b-§6): a `TorchTrainer` with one worker per GPU (gloo on CPU), each
 running `intint.train.loop.train_loop_per_worker`. A crashed worker group restarts from the last
 checkpoint (`FailureConfig`), and re-running with the same name and storage path resumes the run (V2
-auto-resume). Ray keeps the newest checkpoints, so the last epoch's always survives (it also holds the
-best epoch's weights, `intint.train.loop`); after `fit`, the workers' `results.json` is copied into it.
+auto-resume) when its config is the one recorded in the run folder (`intint.train.run_record`). Ray keeps
+the newest checkpoints, so the last epoch's always survives (it also holds the best epoch's weights,
+`intint.train.loop`); after `fit`, the workers' `results.json` is copied into it.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from intint.config import TrainConfig, check_launchable, with_env_overrides
+from intint.config import TrainConfig, with_env_overrides
 from intint.eval.distributed import flat_metrics
 from intint.eval.metrics import write_results
 from intint.model import checkpoint
-from intint.store import fsio, shardio
-from intint.train import loop
+from intint.store import fsio
+from intint.train import loop, preflight
 from intint.train.logs import configure_logging
 from intint.train.loop import results_url, run_folder
+from intint.train.run_record import absolute_url, claim
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -55,7 +57,10 @@ def worker_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV_PREFIXES)}
 
 
-def start_ray(num_cpus: int | None = None, env: Mapping[str, str] | None = None, *, quiet: bool = False,
+QUIET_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}  # see `start_ray`'s `quiet`
+
+
+def start_ray(num_cpus: int | None = None, env: Mapping[str, str] | None = None, *, quiet: bool = True,
               auto_connect: bool = True) -> bool:
     """Connect to the cluster inside a Ray job (RAY_ADDRESS set), else start a private local instance.
 
@@ -63,28 +68,41 @@ def start_ray(num_cpus: int | None = None, env: Mapping[str, str] | None = None,
     already initialised is left as it is. `address="local"` keeps a local run from attaching to a
     `ray start` head that happens to be up (which would reject `num_cpus`, docs/platform-notes.md §5).
     Inside a job, environment variables the job's own runtime_env already sets are not repeated (Ray
-    refuses conflicting keys). `quiet` keeps a local Ray's own log records to ERROR and above: without a
-    dashboard Ray's State API is unavailable and Ray Train's placement-group cleaner warns about it every
-    second, which buries the demo's progress lines. `auto_connect=False` makes a Ray call after a
-    shutdown fail instead of quietly starting a fresh local Ray (effective when Ray is first imported).
+    refuses conflicting keys). `auto_connect=False` makes a Ray call after a shutdown fail instead of
+    quietly starting a fresh local Ray (effective when Ray is first imported).
+
+    `quiet` (the default of every entry point; docs/platform-notes.md §S.4) keeps Ray's internal noise out
+    of the run's output, intint's own lines stay: the job's Ray log records go to ERROR and above (Ray
+    Train's placement-group cleaner warns every second that the State API is unavailable), the preemption
+    watcher, which only logs node drains and announces itself with an error line, is off unless
+    `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER` is set, and on a cluster the workers get its `RAY_ADDRESS`, so
+    the cleaner finds the cluster even where a node runs several Ray instances.
     """
     ray_env_defaults()
     if not auto_connect:
         os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+    env = dict(env or {})
+    if quiet:
+        for key, value in QUIET_RAY_ENV.items():
+            os.environ.setdefault(key, value)  # a local Ray's processes inherit the driver's environment
     import ray
 
     if ray.is_initialized():
         return False
-    env = dict(env or {})
-    if os.environ.get("RAY_ADDRESS"):
+    logging_config = ray.LoggingConfig(log_level="ERROR") if quiet else None
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        if quiet:
+            env.update({key: os.environ[key] for key in QUIET_RAY_ENV})  # a cluster's get them from the job
+            if "://" not in address and address != "auto":
+                env.setdefault("RAY_ADDRESS", address)
         job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
         for key in job_env.get("env_vars") or {}:
             env.pop(key, None)
-        ray.init(runtime_env={"env_vars": env} if env else None)
+        ray.init(runtime_env={"env_vars": env} if env else None, logging_config=logging_config)
         return False
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-             runtime_env={"env_vars": env} if env else None,
-             logging_config=ray.LoggingConfig(log_level="ERROR") if quiet else None)
+             runtime_env={"env_vars": env} if env else None, logging_config=logging_config)
     return True
 
 
@@ -112,7 +130,8 @@ def run_as_task(fn: Callable[..., Any], cfg: TrainConfig, *args: Any) -> Any:
     are); returns its result, retrying once if the task's process dies."""
     import ray
 
-    remote = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu else 0, max_retries=1)(fn)
+    remote = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu is True else 0,
+                        max_retries=1)(fn)
     return ray.get(remote.remote(*args))
 
 
@@ -154,20 +173,19 @@ def history_callback(path: str) -> Any:
 # ---------------------------------------------------------------------------------------------- training
 
 
-def _absolute(url: str) -> str:
-    """Local paths made absolute (Ray workers do not share the driver's working directory); URLs kept."""
-    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
-
-
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """The config as the workers get it: env overrides applied, local paths absolute, shards required,
-    and the refusals of `intint.config.check_launchable` (HMDB51 without weights), all before Ray starts."""
+    """The config as the workers get it: env overrides applied, local paths absolute, shards required, all
+    before Ray starts. HMDB51 without weights is refused: its published numbers start from the Kinetics-400
+    PoseC3D checkpoint, and training from scratch without saying so would report something else."""
     cfg = with_env_overrides(cfg)
     if not cfg.shards:
         raise ValueError("--shards is required: the shard-set URL built by `intint build-shards`")
-    check_launchable(cfg)
-    return dataclasses.replace(cfg, shards=_absolute(cfg.shards), storage_path=_absolute(cfg.storage_path),
-                               pretrained=_absolute(cfg.pretrained) if cfg.pretrained else None)
+    if cfg.dataset == "hmdb51" and not cfg.pretrained and not cfg.from_scratch:
+        raise ValueError("hmdb51: the paper's HMDB51 numbers start from the Kinetics-400 PoseC3D weights: "
+                         "pass --pretrained PATH (or --from-scratch to train without them)")
+    return dataclasses.replace(cfg, shards=absolute_url(cfg.shards),
+                               storage_path=absolute_url(cfg.storage_path),
+                               pretrained=absolute_url(cfg.pretrained) if cfg.pretrained else None)
 
 
 def worker_main(config_dict: dict[str, Any]) -> None:
@@ -220,15 +238,19 @@ def publish_results(result: Result, cfg: TrainConfig) -> str:
     return url
 
 
-def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Result:
+def run(cfg: TrainConfig, callbacks: Sequence[Any] = (), *, resume: bool = False) -> Result:
     """Train `cfg` on Ray Train (starting a local Ray when no cluster is given) and publish its results.
 
     Returns Ray's `Result`; the test metrics are at `results_url(cfg)` and beside the last checkpoint.
-    `callbacks` (`ray.train.UserCallback`, e.g. `history_callback`) see every report.
+    `callbacks` (`ray.train.UserCallback`, e.g. `history_callback`) see every report. Before Ray starts, a
+    run folder that holds another config refuses the launch (`intint.train.run_record.claim`; `resume`
+    continues the recorded run, with other resources or more epochs).
     Raises `ray.train.WorkerGroupError` when training fails more than `max_failures` times.
     """
-    cfg = resolve(cfg)
-    shardio.read_manifest(cfg.shards)  # a missing or broken shard set fails here, once, before Ray starts
+    asked = cfg
+    cfg = preflight.check(cfg)  # resolved; shard set, storage and resources checked, before Ray starts
+    # Recorded as asked (`use_gpu` "auto" stays auto), after the checks: a run that cannot start is not.
+    claim(resolve(asked), run_folder(cfg), resume=resume)
     start_ray(num_cpus=local_cpus(cfg), env=worker_env())
     result = make_trainer(cfg, callbacks).fit()
     publish_results(result, cfg)

@@ -5,15 +5,18 @@ Intensity clip of the same videos (half the I/O of two runs). Each pathway keeps
 head, loss, SGD state, LR schedule and gradient clipping, so the result equals two separate runs
 (docs/method.md §6.2-6.3) — the pathways only share the data step.
 
-Every rank streams its share of the shards through `intint.loader.streams`, calls `ray.train.report`
-once per epoch (it is a barrier) and rank 0 attaches the checkpoint. A restarted worker group resumes
-from the last checkpoint (`resume`). When the run has a validation set (`data.validation_split`: a val
-split, or videos held out of train) it is evaluated every epoch on every rank's share. At the end the
-weights `select` names are tested with the test views: the last epoch's (the reference's protocol), or
-the best epoch's by fused validation top-1, which only a validation set disjoint from the test split may
-pick (`intint.train.protocol`). Rank 0 writes `results.json` into the run folder, with a `tested` record
-of the epoch, the weights and the split that chose them. Every checkpoint holds its own epoch's weights
-and, once a later epoch was saved, the best epoch's too (`best_model`), so the newest one serves both.
+Every rank streams its share of the epoch through `intint.loader.streams`, calls `ray.train.report` once
+per epoch (a barrier) and rank 0 attaches the checkpoint; with `checkpoint_every_batches` also every N steps
+mid-epoch, the loader's position included. A restarted worker group resumes from the last checkpoint
+(`resume`), a mid-epoch one on any number of workers: the loader splits the samples the epoch has not
+trained on over the new ranks, so the epoch still sees every video once. A validation set
+(`data.validation_split`: a val split, or videos held out of train) is evaluated every epoch on every
+rank's share. At the end the weights `select` names are tested with the test views: the last epoch's
+(the reference's protocol), or the best epoch's by fused validation top-1, which only a validation set
+disjoint from the test split may pick (`intint.train.protocol`). Rank 0 writes `results.json` into the
+run folder, with a `tested` record of the epoch, the weights and the split that chose them. Every
+checkpoint holds its own epoch's weights and, once a later epoch was saved, the best epoch's too
+(`best_model`), so the newest one serves both.
 Starting Ray and the `TorchTrainer` that runs this loop is `intint.train.launch`.
 
 The worker body is a sequence of named steps: `build_worker` (model, loaders, optimisers), `resume`
@@ -50,7 +53,8 @@ from intint.model import checkpoint
 from intint.model.slowonly import TwoPathwayModel, to_channels_last
 from intint.store import fsio
 from intint.train.determinism import make_reproducible
-from intint.train.optim import build_optimizer, build_scheduler
+from intint.train.key_record import append_keys, key_record_path
+from intint.train.optim import build_optimizer, build_scheduler, restore_scheduler
 from intint.train.protocol import Progress, protocol_line, record_tested
 from intint.train.tracking import ProgressMeter, Tracker, format_progress
 
@@ -126,9 +130,6 @@ def _current_lr(optimizers: Mapping[str, torch.optim.Optimizer]) -> float:
     return next(iter(optimizers.values())).param_groups[0]["lr"]
 
 
-# ---------------------------------------------------------------------------------------------- steps
-
-
 @dataclass
 class Worker:
     """Everything one rank holds while it trains; the steps below fill it in and advance `progress`."""
@@ -151,6 +152,7 @@ class Worker:
     val_loader: Any = None
     tracker: Tracker = field(default_factory=Tracker)
     meter: ProgressMeter | None = None
+    key_record: str | None = None  # this rank's record of its batches' keys (`key_record`), if any
 
 
 def build_worker(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Worker:
@@ -184,12 +186,15 @@ def resume(w: Worker, restored: Any) -> None:
         w.model.load_state_dict(saved["model"])
         for p in w.model.pathways:
             w.optimizers[p].load_state_dict(saved["optimizers"][p])
-            w.schedulers[p].load_state_dict(saved["schedulers"][p])
+            restore_scheduler(w.schedulers[p], saved["schedulers"][p])  # this run's schedule (epochs)
         w.progress = Progress(**saved["progress"])
         w.progress.resumes += 1
         w.best_state = saved.get("best_model") or (saved["model"] if w.progress.best_epoch >= 0 else None)
+        if saved.get("mid_epoch"):  # the epoch goes on where the checkpoint left it, on any number of ranks
+            w.train_loader.load_state_dict(saved["loader"])
         if w.rank == 0:
-            log.info("resumed from the epoch %s checkpoint (restart %d)", saved["epoch"], w.progress.resumes)
+            log.info("resumed from the epoch %s checkpoint%s (restart %d)", saved["epoch"],
+                     " (mid-epoch)" if saved.get("mid_epoch") else "", w.progress.resumes)
     elif w.cfg.pretrained:
         load_pretrained(w.model, w.cfg.pretrained)
 
@@ -213,7 +218,7 @@ def start_training(w: Worker) -> None:
         w.val_loader = streams.eval_loader(val_cfg, w.rank, w.world, num_clips=1, flip_double=False)
     global_batch = cfg.batch_size * w.world
     w.tracker = Tracker.start(rank=w.rank, requested_mode=cfg.wandb, project=cfg.wandb_project, name=cfg.name,
-                              local_dir=wandb_dir(cfg), group=cfg.wandb_group,
+                              local_dir=wandb_dir(cfg), group=cfg.wandb_group, run_url=run_folder(cfg),
                               config={**cfg.to_dict(), "lr_used": w.lr, "global_batch": global_batch,
                                       "world_size": w.world, "num_classes": w.num_classes})
     if w.rank == 0:
@@ -222,32 +227,70 @@ def start_training(w: Worker) -> None:
                  global_batch, cfg.optim.base_batch, w.lr, w.steps_per_pass, cfg.repeat, w.model.pathways)
         log.info("%s", protocol_line(cfg, w.device.type))
     w.meter = ProgressMeter(cfg.log_every, w.world, w.device)
+    w.key_record = key_record_path(run_folder(cfg), w.rank, w.progress.resumes)
+
+
+def passes_left(w: Worker, epoch: int) -> list[int]:
+    """The loader passes of `epoch` still to train (after a mid-epoch resume: from the checkpoint's on)."""
+    loader, first = w.train_loader, epoch * w.cfg.repeat
+    done = loader.epoch - first + (1 if loader.remaining_batches == 0 and len(loader) else 0)
+    return list(range(max(0, done), w.cfg.repeat))
 
 
 def train_epoch(w: Worker, epoch: int) -> tuple[dict[str, float], int]:
-    """`repeat` passes over this rank's shards; returns the epoch's figures and its skipped samples."""
+    """`repeat` passes over this rank's share of the epoch (after a mid-epoch resume: the rest); returns
+    the epoch's figures and skipped samples."""
     from intint.loader.device import to_device
 
     cfg, meter = w.cfg, w.meter
     w.model.train()
     meter.start_epoch()
-    skipped = 0
-    for sub in range(cfg.repeat):
+    skipped, subs = 0, passes_left(w, epoch)
+    for sub in subs:
         w.train_loader.set_epoch(epoch * cfg.repeat + sub)
+        before = len(w.train_loader) - w.train_loader.remaining_batches  # a resumed pass's share done
         for step, batch in enumerate(w.train_loader):
             meter.batch_arrived()
             skipped += int(batch.get("skipped", 0))
             batch = to_device(batch, w.device, w.train_cfg)
             losses = train_step(w.step_fn, w.model, batch, w.optimizers, w.schedulers, cfg, w.device)
             w.progress.global_step += 1
+            append_keys(w.key_record, epoch=epoch, pass_=sub, rank=w.rank, world=w.world,
+                        step=w.progress.global_step, attempt=w.progress.resumes, keys=list(batch["key"]))
+            if sub != subs[-1] or w.train_loader.remaining_batches:  # the epoch's own checkpoint follows
+                maybe_checkpoint_mid_epoch(w, epoch)
             maybe_inject_failure(cfg, epoch, sub, step, w.steps_per_pass, w.rank, w.world)
             figures = meter.step_done(len(batch["key"]), losses)
             if figures is not None and w.rank == 0:
                 lr = _current_lr(w.optimizers)
-                log.info("%s", format_progress(epoch, sub * w.steps_per_pass + step + 1,
+                log.info("%s", format_progress(epoch, sub * w.steps_per_pass + before + step + 1,
                                                w.steps_per_pass * cfg.repeat, figures, lr))
                 w.tracker.log({**figures, "train/lr": lr}, w.progress.global_step)
     return meter.epoch_figures(), skipped
+
+
+def maybe_checkpoint_mid_epoch(w: Worker, epoch: int) -> None:
+    """Every `checkpoint_every_batches` steps (but at an epoch's end, which has its own), a checkpoint of the
+    weights, optimisers and loader position, from which a run on any number of workers continues the same
+    epoch (`resume`); the weights are not an epoch's, so the best epoch's always go beside them. Every rank
+    reports (a barrier): the steps are equal on all ranks."""
+    if (every := w.cfg.checkpoint_every_batches) is not None and every < 1:
+        raise ValueError(f"checkpoint_every_batches must be >= 1 or None, got {every}")
+    if every is None or w.progress.global_step % every:
+        return
+    state = {**checkpoint_state(w, epoch), "mid_epoch": {"batches_left": w.train_loader.remaining_batches},
+             **({"best_model": w.best_state} if w.best_state is not None else {})}
+    _report({"epoch": epoch, "mid_epoch": True, "global_step": w.progress.global_step}, state, w.cfg, w.rank)
+    if w.rank == 0:
+        log.info("epoch %d: mid-epoch checkpoint at step %d", epoch, w.progress.global_step)
+
+
+def checkpoint_state(w: Worker, epoch: int) -> dict[str, Any]:
+    """A checkpoint's `state.pt`: weights, optimisers, schedules, the loader's position, progress."""
+    return {"epoch": epoch, "model": w.model.state_dict(), "num_classes": w.num_classes, "lr_used": w.lr,
+            "optimizers": {p: o.state_dict() for p, o in w.optimizers.items()},
+            "schedulers": {p: s.state_dict() for p, s in w.schedulers.items()},
+            "loader": w.train_loader.state_dict(), "progress": dataclasses.asdict(w.progress)}
 
 
 def validate(w: Worker, epoch: int) -> dict[str, Any]:
@@ -289,13 +332,11 @@ def validate_and_report(w: Worker, epoch: int, epoch_figures: dict[str, float], 
             tracked["val/selection_top1"] = val[SCORE_ATTRIBUTE]
         w.tracker.log({**epoch_figures, **tracked, "data/skipped_samples": total_skipped, "epoch": epoch},
                       progress.global_step)
-    state = {"epoch": epoch, "model": w.model.state_dict(), "num_classes": w.num_classes, "lr_used": w.lr,
-             "optimizers": {p: o.state_dict() for p, o in w.optimizers.items()},
-             "schedulers": {p: s.state_dict() for p, s in w.schedulers.items()},
-             "loader": w.train_loader.state_dict(), "progress": dataclasses.asdict(progress)}
+    state = checkpoint_state(w, epoch)
     if w.best_state is not None and progress.best_epoch != epoch:
         state["best_model"] = w.best_state
     _report(metrics, state, cfg, w.rank)
+    w.tracker.save_files()  # W&B's files beside the checkpoint (remote storage)
 
 
 def tested_weights(w: Worker) -> dict[str, Any]:
@@ -314,7 +355,7 @@ def final_test(w: Worker) -> None:
     cfg, progress = w.cfg, w.progress
     tested = tested_weights(w)
     test = evaluate_test(w.model, cfg, rank=w.rank, world_size=w.world, device=w.device,
-                         num_classes=w.num_classes)
+                         num_classes=w.num_classes, results_url=results_url(cfg))
     test["tested"] = tested
     test["meta"].update(epochs=cfg.epochs, resumes=progress.resumes, run=cfg.name, precision=cfg.precision)
     if w.rank == 0:

@@ -6,13 +6,18 @@ weight decay see only that pathway's parameters.
 
 The schedules follow mmcv's runner hooks (docs/method.md §6.3): cosine annealing per iteration from the scaled
 rate to `min_lr` with no warm-up, or a step decay by `gamma` at the listed epochs. The factor is a pure
-function of the iteration so the schedule is resumable from the checkpointed step alone.
+function of the iteration so the schedule is resumable from the checkpointed step alone:
+`restore_scheduler` takes only that position from a checkpoint and keeps the schedule this run built, so
+a run resumed with more epochs anneals over the new total (and one resumed on another number of workers
+keeps its share of epochs done).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -69,3 +74,27 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, lr: floa
                       gamma=cfg.gamma, iterations_per_epoch=iterations_per_epoch,
                       total_iterations=iterations_per_epoch * epochs)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, saved: Mapping[str, Any]) -> None:
+    """Continue `scheduler` (built by `build_scheduler` for this run) from a checkpointed scheduler's state.
+
+    Only the position (iterations done) comes from `saved`; the schedule itself (base rate, iterations per
+    epoch, total iterations) stays the one just built from the run's config. `LambdaLR.load_state_dict`
+    would restore the old `LRFactor` fields too, so a finished cosine run resumed with more epochs would
+    keep its old total and train the new epochs at `min_lr`. When the iterations per epoch differ (another
+    number of workers), the position is rescaled so the same share of epochs counts as done. The
+    optimizer's rates are set to the schedule's rate at that position (call after loading the optimizer).
+    """
+    done = int(saved["last_epoch"])
+    factor = scheduler.lr_lambdas[0]
+    saved_factors = saved.get("lr_lambdas") or [None]
+    saved_per_epoch = (saved_factors[0] or {}).get("iterations_per_epoch")
+    if isinstance(factor, LRFactor) and saved_per_epoch and saved_per_epoch != factor.iterations_per_epoch:
+        done = round(done * factor.iterations_per_epoch / saved_per_epoch)
+    scheduler.last_epoch = done
+    scheduler._step_count = done + 1  # LambdaLR's own counter (its call-order warning)
+    rates = [base * fn(done) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() returns

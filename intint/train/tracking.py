@@ -5,14 +5,21 @@ its rank check reads the V1 session and every rank opens a run, see docs/platfor
 must never fail for lack of network or an API key: `auto` mode goes online only when a key is
 configured, and an online start that fails falls back to offline; offline runs are written next to the
 run and can be uploaded later with `wandb sync <folder>`.
+
+One intint run is one W&B run: its id is created at the run's first start and kept in the run folder
+(`wandb_run.json`), and every restart or `--resume` logs to it again (`resume="allow"`). With remote
+storage W&B writes to a local folder, which is copied into the run folder (`<run>/wandb/`, through fsspec)
+at every checkpoint and at the end, so a cluster run leaves everything in one place.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +28,13 @@ from urllib.parse import urlparse
 
 import torch
 
+from intint.store import fsio
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WANDB_HOST = "api.wandb.ai"
+RUN_ID_FILE = "wandb_run.json"  # in the run folder: {"id": <the W&B run id>}
+WANDB_FOLDER = "wandb"  # W&B's own folder name, under its `dir` and in the run folder
 
 
 def has_wandb_credentials() -> bool:
@@ -55,6 +66,48 @@ def resolve_wandb_mode(requested: str) -> str:
     return "online" if has_wandb_credentials() else "offline"
 
 
+def run_id(run_url: str) -> str:
+    """The W&B run id of the run in folder `run_url` (path or fsspec URL): the one its `wandb_run.json`
+    holds, else a new id written there (the run's first start)."""
+    url = fsio.join(run_url, RUN_ID_FILE)
+    if fsio.exists(url):
+        try:
+            return str(json.loads(fsio.read_bytes(url))["id"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{url}: not a W&B run record ({type(err).__name__}: {err})") from None
+    new = uuid.uuid4().hex[:12]
+    fsio.atomic_write(url, (json.dumps({"id": new}) + "\n").encode())
+    return new
+
+
+def mirror_url(run_url: str | None, local_dir: str) -> str | None:
+    """Where W&B's local files are copied: `<run>/wandb` when W&B writes outside the run folder (remote
+    storage), None when it writes into it already (or there is no run folder)."""
+    if run_url is None:
+        return None
+    if fsio.is_local(run_url):
+        _, path = fsio.url_to_fs(run_url)
+        if Path(local_dir).resolve() == Path(path).resolve():
+            return None
+    return fsio.join(run_url, WANDB_FOLDER)
+
+
+def copy_folder(local: str, url: str) -> int:
+    """Copy the files of local folder `local` (recursively; links skipped) to folder `url` through fsspec;
+    returns how many were copied."""
+    fs, root = fsio.url_to_fs(url)
+    copied = 0
+    for folder, _, files in os.walk(local):
+        for name in files:
+            source = os.path.join(folder, name)
+            if os.path.islink(source):
+                continue
+            relative = os.path.relpath(source, local).replace(os.sep, "/")
+            fs.put_file(source, fsio.join(root, relative))
+            copied += 1
+    return copied
+
+
 @dataclass
 class Tracker:
     """Thin wrapper over a W&B run; a Tracker without a run (other ranks, disabled mode) does nothing.
@@ -65,10 +118,14 @@ class Tracker:
 
     run: Any = None
     mode: str = "disabled"
+    folder: str | None = None  # the W&B run's local folder
+    mirror: str | None = None  # the run folder's `wandb` folder it is copied into (None: written there)
 
     @classmethod
     def start(cls, *, rank: int, requested_mode: str, project: str, name: str, local_dir: str,
-              config: Mapping[str, Any], group: str | None = None) -> Tracker:
+              config: Mapping[str, Any], group: str | None = None, run_url: str | None = None) -> Tracker:
+        """W&B on rank 0 (other ranks and disabled mode: a Tracker that does nothing); with `run_url` (the
+        run folder) the W&B run is the one that folder records (`run_id`), resumed."""
         if rank != 0:
             return cls()
         mode = resolve_wandb_mode(requested_mode)
@@ -78,6 +135,8 @@ class Tracker:
 
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         kwargs = dict(project=project, name=name, dir=local_dir, config=dict(config), group=group)
+        if run_url is not None:
+            kwargs.update(id=run_id(run_url), resume="allow")
         try:
             run = wandb.init(mode=mode, **kwargs)
         except Exception as err:  # network/auth problems of any kind must not stop training
@@ -92,7 +151,8 @@ class Tracker:
         if mode == "offline":
             log.info("W&B offline run folder: %s (upload later with `wandb sync %s`)", run.settings.sync_dir,
                      run.settings.sync_dir)
-        return cls(run=run, mode=mode)
+        return cls(run=run, mode=mode, folder=str(run.settings.sync_dir),
+                   mirror=mirror_url(run_url, local_dir))
 
     @property
     def local_folder(self) -> str | None:
@@ -108,9 +168,24 @@ class Tracker:
             for key, value in metrics.items():
                 self.run.summary[key] = value
 
+    def save_files(self) -> None:
+        """Copy the W&B run's local folder into the run folder's `wandb` folder (when it is not written
+        there already); a failed copy is logged, never fatal: the local folder still has everything."""
+        if self.run is None or self.mirror is None or self.folder is None:
+            return
+        target = fsio.join(self.mirror, Path(self.folder).name)
+        try:
+            copied = copy_folder(self.folder, target)
+        except OSError as err:
+            log.warning("warning: W&B files not copied to %s: %s", target, err)
+            return
+        log.debug("W&B: %d files copied to %s", copied, target)
+
     def finish(self) -> None:
+        """End the W&B run and copy its files into the run folder (`save_files`)."""
         if self.run is not None:
             self.run.finish()
+            self.save_files()
             self.run = None
 
 

@@ -89,12 +89,15 @@ def test_ray_job_submit_trains_on_a_local_head(tiny_shards: Path, tmp_path: Path
         test_line = next(line for line in logs.splitlines() if "[intint] test (" in line)
         assert "fused_top1=" in test_line and "integrity_top1=" in test_line
         assert "[intint] epoch 0 done" in logs
+        noise = ("PlacementGroupCleaner", "PreemptionWatcher", "Failed to query Ray Train Controller")
+        assert not [line for line in logs.splitlines() if any(n in line for n in noise)], logs[-3000:]
         results = json.loads((tmp_path / "runs" / "job" / "results.json").read_text())
         assert 0.0 <= results["fused"]["top1"] <= 1.0
     finally:
         stopped = subprocess.run([str(REPO / "cluster" / "stop_local.sh"), "--temp-dir", temp_dir], env=env,
                                  cwd=REPO, capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "SIGKILL" not in stopped.stdout, stopped.stdout  # the head stops cleanly, in order
     deadline = time.monotonic() + 30  # killed processes may take a moment to leave /proc
     while head_alive(temp_dir) and time.monotonic() < deadline:
         time.sleep(1)

@@ -1,7 +1,11 @@
-"""The loader's plan arithmetic: shard splits, quotas and the resume rotation, checked exhaustively."""
+"""The loader's plan arithmetic: runs, batch counts and the resume rotation, checked exhaustively.
+
+(The sample-level partition at scale and across layouts: tests/unit/test_sample_partition.py.)
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from intint.loader import epoch_plan
@@ -18,36 +22,41 @@ def interleave(per_reader: list[int]) -> list[tuple[int, int]]:
     return [(w, k) for k in range(rounds) for w, n in enumerate(per_reader) if k < n]
 
 
-@pytest.mark.parametrize("readers, quota, batch", [(1, 12, 4), (2, 12, 5), (3, 7, 2), (4, 9, 3)])
-def test_resume_at_any_point_replays_the_rest_of_the_round_robin(readers: int, quota: int,
-                                                                  batch: int) -> None:
-    plan = epoch_plan.TrainPlan(n_shards=readers, world_size=1, readers=readers, batch_size=batch,
-                                quota=quota)
-    full = interleave([plan.batches_per_reader] * readers)
-    assert len(full) == plan.batches_per_epoch
-    for consumed in range(plan.batches_per_epoch + 1):
+@pytest.mark.parametrize("readers, n, batch", [(1, 12, 4), (2, 23, 5), (3, 20, 2), (4, 33, 3)])
+def test_resume_at_any_point_replays_the_rest_of_the_round_robin(readers: int, n: int, batch: int) -> None:
+    split = epoch_plan.Split(epoch_plan.Layout(1, readers, batch), n)
+    q = split.batches_per_reader
+    full = interleave([q] * readers)
+    assert len(full) == split.batches_per_epoch
+    for consumed in range(split.batches_per_epoch + 1):
         # After a restart DataLoader worker `slot` plays reader `reader_of_slot` from its first unseen batch.
-        slots = [plan.reader_of_slot(slot, consumed) for slot in range(readers)]
-        remaining = [plan.batches_per_reader - plan.skipped_batches(r, consumed) for r in slots]
-        resumed = [(slots[s], plan.skipped_batches(slots[s], consumed) + k)
+        slots = [split.reader_of_slot(slot, consumed) for slot in range(readers)]
+        remaining = [q - split.skipped_batches(r, consumed) for r in slots]
+        resumed = [(slots[s], split.skipped_batches(slots[s], consumed) + k)
                    for s, k in interleave(remaining)]
         assert resumed == full[consumed:]
-        skipped = sum(plan.batch_sizes()[k] for r, k in full[:consumed] if r == 0)
-        assert plan.skipped_samples(0, consumed) == skipped
+        for r in range(readers):
+            delivered = sum(split.batch_sizes(r)[k] for w, k in full[:consumed] if w == r)
+            assert split.delivered_after(r, consumed) == delivered
 
 
-def test_batch_sizes_cover_the_quota_with_one_short_last_batch() -> None:
-    plan = epoch_plan.TrainPlan(n_shards=4, world_size=2, readers=2, batch_size=5, quota=12)
-    assert plan.batch_sizes() == [5, 5, 2]
-    assert plan.batches_per_epoch == 6
+def test_batch_sizes_take_the_whole_run_full_batches_first() -> None:
+    split = epoch_plan.Split(epoch_plan.Layout(2, 2, 5), 47)  # runs of 11, 12, 12, 12
+    assert [split.run_length(j) for j in range(4)] == [11, 12, 12, 12]
+    assert split.batch_sizes(0) == (5, 5, 1) and split.batch_sizes(1) == (5, 5, 2)
+    assert split.batches_per_epoch == 6 and split.repeats == 0 and split.dropped == 0
+    # a run that a multiple of the batch size would leave a batch short keeps every batch non-empty
+    split = epoch_plan.Split(epoch_plan.Layout(1, 2, 5), 21)  # runs of 10 and 11: 3 batches each
+    assert split.batch_sizes(0) == (5, 4, 1) and split.batch_sizes(1) == (5, 5, 1)
 
 
-def test_shards_are_split_disjointly_by_rank_then_reader() -> None:
-    order = epoch_plan.epoch_shard_order(10, seed=1, epoch=4)
-    dealt = [epoch_plan.reader_shards(order, r, 2, w, 2) for r in range(2) for w in range(2)]
-    flat = [s for d in dealt for s in d]
-    assert sorted(flat) == list(range(10))
-    assert [len(d) for d in dealt] == [3, 2, 3, 2]
+def test_runs_split_the_epoch_order_disjointly_by_rank_then_reader() -> None:
+    counts = [7, 3, 9, 1, 6]
+    order = epoch_plan.epoch_order(counts, seed=1, epoch=4)
+    split = epoch_plan.Split(epoch_plan.Layout(2, 2, 4), len(order))
+    runs = [order[slice(*split.bounds(j))] for j in range(4)]
+    assert sorted(np.concatenate(runs).tolist()) == list(range(26))
+    assert [len(r) for r in runs] == [6, 7, 6, 7]
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only() -> None:
@@ -55,26 +64,25 @@ def test_epoch_order_depends_on_seed_and_epoch_only() -> None:
     assert list(a) == list(epoch_plan.epoch_shard_order(50, seed=0, epoch=1))
     assert list(a) != list(epoch_plan.epoch_shard_order(50, seed=0, epoch=2))
     assert list(a) != list(epoch_plan.epoch_shard_order(50, seed=1, epoch=1))
+    counts = [5, 4, 6]
+    order = epoch_plan.epoch_order(counts, seed=0, epoch=1)
+    offsets = epoch_plan.shard_offsets(counts)
+    expected = [i for s in epoch_plan.epoch_shard_order(3, 0, 1) for i in range(offsets[s], offsets[s + 1])]
+    assert order.tolist() == expected  # shards in the epoch's order, each in tar order
 
 
-def test_quota_bounds_every_readers_share_in_every_epoch() -> None:
-    counts = [9, 9, 9, 8, 8, 3, 12]
-    quota = epoch_plan.sample_quota(counts, world_size=2, readers=2)
-    assert quota == 12 + 9  # two shards at most per reader: the two largest
-    for epoch in range(50):
-        order = epoch_plan.epoch_shard_order(len(counts), 0, epoch)
-        for r in range(2):
-            for w in range(2):
-                assert sum(counts[i] for i in epoch_plan.reader_shards(order, r, 2, w, 2)) <= quota
+def test_even_counts_need_no_repeat() -> None:
+    split = epoch_plan.Split(epoch_plan.Layout(2, 2, 4), 48)
+    assert split.batches_per_epoch == 6 and split.repeats == 0
+    assert {split.batch_sizes(j) for j in range(4)} == {(4, 4, 4)}
 
 
-def test_even_shards_make_the_quota_exact() -> None:
-    assert epoch_plan.sample_quota([6] * 8, world_size=2, readers=2) == 12
-    assert epoch_plan.train_plan([6] * 8, 2, 2, 4).batches_per_epoch == 6
-
-
-def test_too_few_shards_names_the_numbers() -> None:
-    message = r"split 'train' has 3 shard\(s\) but 2 rank\(s\) × 2 loader worker\(s\) = 4 readers"
-    with pytest.raises(epoch_plan.ShardSplitError, match=message):
-        epoch_plan.train_plan([5, 5, 5], world_size=2, num_workers=2, batch_size=4)
-    assert epoch_plan.train_plan([5, 5, 5], world_size=3, num_workers=0, batch_size=4).readers == 1
+def test_fewer_shards_than_readers_is_no_error() -> None:
+    """3 shards on 2 ranks × 2 workers used to raise ShardSplitError; now the 15 samples are split by
+    sample, each exactly once, with equal batch counts."""
+    order = epoch_plan.epoch_order([5, 5, 5], seed=0, epoch=0)
+    split = epoch_plan.Split(epoch_plan.Layout(2, 2, 4), len(order))
+    runs = [order[slice(*split.bounds(j))] for j in range(4)]
+    assert sorted(np.concatenate(runs).tolist()) == list(range(15))
+    assert split.batches_per_epoch == 2 and split.repeats == 0
+    assert epoch_plan.num_readers(0) == 1

@@ -130,7 +130,7 @@ def test_intensity_columns_equal_direct_compute(built: Path) -> None:
 
 def test_manifest_counts_and_checksums(built: Path, source: tuple[Path, dict]) -> None:
     data = json.loads((built / "manifest.json").read_text())
-    assert data["format_version"] == 1 and data["num_classes"] == NUM_CLASSES and data["rejects"] == 0
+    assert data["format_version"] == 2 and data["num_classes"] == NUM_CLASSES and data["rejects"] == 0
     assert "time" not in json.dumps(data)  # no timestamps
     files = {p.name for p in built.iterdir()}
     listed = {"manifest.json", "rejects.jsonl"}
