@@ -114,7 +114,7 @@ class ShardReader:
             if span is None:
                 self.skips.skip(max(0, shard.num_samples - exn.delivered), message)
             else:
-                self.skips.note((span[1] or shard.num_samples) - span[0], message)
+                self.skips.note(max(0, (span[1] or shard.num_samples) - span[0] - exn.delivered), message)
 
     def _ranged(self, shard: ShardRef, span: tuple[int, int | None] | None) -> dict[str, object]:
         """``shard_videos``' run arguments for ``span`` (none: the whole shard, streamed and checked)."""

@@ -103,7 +103,9 @@ def index_from_table(table: pa.Table) -> SampleIndex:
         col = table.column(name)
         if col.type != pa.int64() or col.null_count:
             raise ValueError(f"column {name!r} is {col.type} with {col.null_count} null(s), not int64")
-        columns.append(np.asarray(col.combine_chunks().to_numpy(zero_copy_only=False), dtype=np.int64))
+        flat = col.combine_chunks()  # buffers, not to_numpy: that imports pandas in every fresh worker
+        columns.append(np.frombuffer(flat.buffers()[1], dtype=np.int64, count=len(flat),
+                                     offset=flat.offset * 8).copy() if len(flat) else np.zeros(0, np.int64))
     digests = table.column(shardio.INDEX_SHA256).combine_chunks()
     if digests.null_count:
         raise ValueError(f"column {shardio.INDEX_SHA256!r} has {digests.null_count} null(s)")
