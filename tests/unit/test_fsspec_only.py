@@ -93,23 +93,21 @@ def test_an_http_shard_set_streams_through_fsspec_in_process(tiny_shards: Path, 
     assert spawned == []
 
 
-def test_an_s3_shard_set_reads_runs_with_range_reads(tiny_shards: Path) -> None:
+def test_an_s3_shard_set_reads_runs_with_range_reads(s3, tiny_shards: Path) -> None:
     """On a real S3 API server: whole shards and runs of samples equal the local set's, with nothing
     spawned by the reads."""
-    from intint.testing.s3_server import s3_server
-
     local = _keys(str(tiny_shards), "val")
     runs = {(a, b): _keys(str(tiny_shards), "val", start=a, stop=b) for a, b in ((0, 1), (1, 3), (2, None))}
-    with s3_server() as server:
-        server.make_bucket("bkt")
-        fs, _ = fsio.url_to_fs("s3://bkt")
-        for path in tiny_shards.iterdir():
-            fs.put_file(str(path), f"bkt/set/{path.name}")
-        with _NoSpawns() as spawned:
-            assert _keys("s3://bkt/set", "val") == local
-            for (a, b), want in runs.items():
-                assert _keys("s3://bkt/set", "val", start=a, stop=b) == want
-        assert spawned == []
+    # the run's one S3 server (`s3` in tests/conftest.py)
+    s3.make_bucket("bkt")
+    fs, _ = fsio.url_to_fs("s3://bkt")
+    for path in tiny_shards.iterdir():
+        fs.put_file(str(path), f"bkt/set/{path.name}")
+    with _NoSpawns() as spawned:
+        assert _keys("s3://bkt/set", "val") == local
+        for (a, b), want in runs.items():
+            assert _keys("s3://bkt/set", "val", start=a, stop=b) == want
+    assert spawned == []
 
 
 def test_no_module_of_the_package_uses_webdataset_gopen() -> None:

@@ -207,20 +207,19 @@ def test_export_round_trips_to_identical_logits(run: Path, tmp_path: Path) -> No
     assert export_model(str(run), str(out), weights="best", overwrite=True).record["weights"] == "best"
 
 
-def test_results_table_and_export_go_to_an_object_store(run: Path) -> None:
+def test_results_table_and_export_go_to_an_object_store(s3, run: Path) -> None:
     """The same files through fsspec on a real S3 API server (moto): results, table, export."""
     from intint.eval.export import load_export
-    from intint.testing.s3_server import s3_server
 
-    with s3_server() as server:
-        server.make_bucket("outputs")
-        url, results = evaluate_checkpoint(EvaluateConfig(checkpoint=str(run), out="s3://outputs/e/test.json",
-                                                          loader_workers=0, device="cpu"))
-        assert url == "s3://outputs/e/test.json"
-        table, record = outputs.read_probabilities("s3://outputs/e/test.probs.parquet")
-        assert table.num_rows == results["meta"]["num_samples"] and record["classes"] == CLASSES
-        export_model(str(run), "s3://outputs/export")
-        model = load_export("s3://outputs/export")
+    # the run's one S3 server (`s3` in tests/conftest.py)
+    s3.make_bucket("outputs")
+    url, results = evaluate_checkpoint(EvaluateConfig(checkpoint=str(run), out="s3://outputs/e/test.json",
+                                                      loader_workers=0, device="cpu"))
+    assert url == "s3://outputs/e/test.json"
+    table, record = outputs.read_probabilities("s3://outputs/e/test.probs.parquet")
+    assert table.num_rows == results["meta"]["num_samples"] and record["classes"] == CLASSES
+    export_model(str(run), "s3://outputs/export")
+    model = load_export("s3://outputs/export")
     trained = load_model(str(run), "last", "cpu")
     for a, b in zip(model.state_dict().values(), trained.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
