@@ -8,7 +8,7 @@ intensity peaks):
 
 * **whole shards** (today's loader): reader ``r`` streams whole shards ``r, r + R, ...`` from the tar's
   start;
-* **sample runs** (issue 17): the set's samples in order are cut into ``R`` contiguous runs of equal size,
+* **sample runs**: the set's samples in order are cut into ``R`` contiguous runs of equal size,
   shifted by half a shard so runs start and end inside shards; each reader reads its run with range
   reads through the sample index.
 

@@ -118,8 +118,9 @@ def combine(tables: Mapping[int, Mapping[str, Any]], hits: Hits) -> dict[str, An
                 cells[column] = spread(values)
         rows.append({"placement": placement, "label": results_table.row_label(placement), "top1": cells})
     first = tables[seeds[0]]
+    count = f"{len(seeds)} seed{'s' * (len(seeds) > 1)}"
     return {
-        "title": first["title"].replace("ablation", f"ablation, {len(seeds)} seeds", 1),
+        "title": first["title"].replace("ablation", f"ablation, {count}", 1),
         "dataset": first["dataset"], "seeds": seeds, "splits": first["splits"], "epochs": first["epochs"],
         "num_test": {str(s): tables[s]["num_test"] for s in seeds}, "rows": rows,
         "random_vs_intensity": _versus_random(common, seeds, hits),
