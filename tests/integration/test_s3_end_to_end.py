@@ -1,6 +1,7 @@
 """A user's whole path on object storage, against a real S3 API server (moto): build the shards into a
 bucket, verify them there, train the tiny preset on 2 Ray workers with both the shards and the run's
-storage on s3://, and evaluate the run from the bucket. Nothing of the run may land on local disk."""
+storage on s3://, and evaluate the run from the bucket. Everything of the run (checkpoints, results,
+per-video probabilities, the W&B offline run) ends up in the bucket; nothing in the working folder."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def test_build_verify_train_evaluate_on_s3(s3: Any, ray_session, tmp_path: Path,
     assert results["meta"]["num_samples"] == 12  # every val video of the synthetic set, once
     assert 0.0 <= results["fused"]["top1"] <= 1.0
     assert fs.glob(f"{run}/checkpoint_*/state.pt")
+    assert fs.glob(f"{run}/wandb/offline-run-*/run-*.wandb")  # the worker's offline W&B run, copied over
+    assert fs.exists(f"{run}/results.probs.parquet") and fs.exists(f"{run}/config.json")
 
     out = f"{run}/eval-again.json"
     load_job("evaluate").main(["--checkpoint", run, "--out", out, "--loader-workers", "0"])
